@@ -1,0 +1,493 @@
+"""Best possible recall and ambiguous samples: the paper's Tables 1 and 2 (Section 4.1.1, Appendix 10).
+
+For any COCO-format annotation file, from the image sizes in the file and the training resize (shorter
+side 800, longer side <= 1333); no images are read.
+
+- FCOS best possible recall (BPR): a box is recalled when at least one location regresses it after the
+  size ranges and the minimal-area rule, i.e. ``matched_gt == m`` in :func:`fcos_lab.targets.assign`,
+  the very code used in training. With FPN (P3-P7 and the size ranges of Section 3.2), without FPN
+  (P4 only, stride 16, no size limit), and with FPN plus center sampling (Table 3) as an extra row.
+- RetinaNet BPR with its 9 anchors per location (:mod:`fcos_lab.analysis.anchors`), positive at
+  IoU >= 0.5, under the three low-quality rules of Table 1.
+- Ambiguous samples (Table 2): the share of positive locations that fall into more than one box after
+  the size ranges, for all boxes and for boxes of different classes only.
+
+Every definition the paper leaves open is a keyword of :func:`compute_statistics`, recorded in the
+output under ``"definitions"``; the defaults are the choices that reproduce the paper (see
+``benchmarks/results_statistics.md`` for measured values beside the paper's).
+
+Images are processed in batches of equal padded size, so the per-image work is tensor code over
+``[B, P, M]`` (FCOS) and ``[B, A', M]`` (RetinaNet, ``A'`` the anchors that can matter).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fcos_lab.analysis.anchors import LOW_QUALITY_CHOICES, anchor_recall, candidate_anchors, generate_anchors
+from fcos_lab.data.transforms import resize_scale
+from fcos_lab.errors import DataError, FcosLabError
+from fcos_lab.points import feature_shapes, make_locations
+from fcos_lab.targets import GroundTruth, assign
+
+INF = math.inf
+FPN_STRIDES = (8, 16, 32, 64, 128)
+FPN_SIZE_RANGES = ((0.0, 64.0), (64.0, 128.0), (128.0, 256.0), (256.0, 512.0), (512.0, INF))  # m_2..m_7, Sec. 3.2
+LEVEL_NAMES = ("P3", "P4", "P5", "P6", "P7")
+
+# Tables 1 and 2 of the paper (COCO minival), in percent.
+PAPER_VALUES: dict[str, float] = {
+    "fcos_bpr_fpn": 98.40,
+    "fcos_bpr_p4": 95.55,
+    "retinanet_bpr_none": 86.82,
+    "retinanet_bpr_0.4": 90.92,
+    "retinanet_bpr_all": 99.23,
+    "ambiguous_fpn": 7.14,
+    "ambiguous_p4": 23.16,
+    "ambiguous_diff_class_fpn": 3.75,
+    "ambiguous_diff_class_p4": 17.84,
+}
+ROW_LABELS: dict[str, str] = {
+    "fcos_bpr_fpn": "FCOS BPR, FPN (P3-P7)",
+    "fcos_bpr_p4": "FCOS BPR, P4 only",
+    "fcos_bpr_fpn_center_sampling": "FCOS BPR, FPN + center sampling (extra)",
+    "retinanet_bpr_none": "RetinaNet BPR, low-quality none",
+    "retinanet_bpr_0.4": "RetinaNet BPR, low-quality >= 0.4",
+    "retinanet_bpr_all": "RetinaNet BPR, low-quality all",
+    "ambiguous_fpn": "Ambiguous samples, FPN",
+    "ambiguous_p4": "Ambiguous samples, P4 only",
+    "ambiguous_diff_class_fpn": "Ambiguous (diff. class), FPN",
+    "ambiguous_diff_class_p4": "Ambiguous (diff. class), P4 only",
+}
+BOX_CONVENTIONS = ("continuous", "legacy")
+CROWD_CHOICES = ("exclude", "include")
+AMBIGUITY_UNITS = ("locations", "pairs")
+
+
+@dataclass(frozen=True)
+class _Boxes:
+    """Ground truth of the whole file after the training resize, padded per image.
+
+    Attributes:
+        boxes: ``[N, M, 4]`` xyxy in resized-image pixels, for FCOS assignment.
+        iou_boxes: ``[N, M, 4]`` the same boxes as seen by IoU matching (differs only for "legacy").
+        labels: ``[N, M]`` contiguous class indices.
+        valid: ``[N, M]`` real, usable boxes (not padding, not dropped).
+        annotation_index: ``[N, M]`` index into the file's annotations, -1 for padding.
+        padded_sizes: ``[N, 2]`` (H, W) of each resized image rounded up to a multiple of 32.
+    """
+
+    boxes: Tensor
+    iou_boxes: Tensor
+    labels: Tensor
+    valid: Tensor
+    annotation_index: Tensor
+    padded_sizes: np.ndarray
+
+
+def _load(ann_file: str | Path) -> dict[str, Any]:
+    """The file's JSON, validated by :func:`fcos_lab.data.coco.load_coco_annotations` when available."""
+    try:
+        from fcos_lab.data.coco import load_coco_annotations
+    except ImportError:  # the validator is optional here; fall back to minimal checks
+        load_coco_annotations = None
+    if load_coco_annotations is not None:
+        return load_coco_annotations(ann_file).dataset
+    path = Path(ann_file)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataError(f"{path}: cannot read a COCO annotation file ({error})") from error
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data, dict) or not isinstance(data.get(key), list):
+            raise DataError(f"{path}: top level: missing list {key!r}")
+    return data
+
+
+def _prepare_boxes(
+    data: dict[str, Any], ann_file: str | Path, *, min_size: float, max_size: float, box_convention: str,
+    crowd: str, drop_degenerate: bool,
+) -> tuple[_Boxes, dict[str, Any]]:
+    """Resize every box with its image's training scale and pad per image; returns boxes and counts."""
+    images = data["images"]
+    image_row = {}
+    heights = np.zeros(len(images), dtype=np.int64)
+    widths = np.zeros(len(images), dtype=np.int64)
+    for row, image in enumerate(images):
+        try:
+            image_row[image["id"]] = row
+            heights[row], widths[row] = int(image["height"]), int(image["width"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise DataError(f"{ann_file}: images[{row}]: needs integer id, height and width ({error!r})") from error
+    categories = sorted(c["id"] for c in data["categories"])
+    label_of = {cat: i for i, cat in enumerate(categories)}
+    annotations = data["annotations"]
+    try:
+        ann_image = np.array([image_row[a["image_id"]] for a in annotations], dtype=np.int64)
+        ann_xywh = np.array([a["bbox"] for a in annotations], dtype=np.float64).reshape(-1, 4)
+        ann_label = np.array([label_of[a["category_id"]] for a in annotations], dtype=np.int64)
+        ann_crowd = np.array([bool(a.get("iscrowd", 0)) for a in annotations], dtype=bool)
+    except (KeyError, TypeError, ValueError) as error:
+        bad = next(i for i, a in enumerate(annotations) if not _annotation_ok(a, image_row, label_of))
+        raise DataError(f"{ann_file}: annotations[{bad}]: bad image_id, category_id or bbox ({error!r})") from error
+
+    # The training resize (Section 4): one scale per image, from the sizes in the file.
+    scales = np.array([resize_scale(int(h), int(w), min_size, max_size) for h, w in zip(heights, widths)])
+    resized_h, resized_w = np.floor(heights * scales), np.floor(widths * scales)
+    padded_sizes = np.stack([np.ceil(resized_h / 32) * 32, np.ceil(resized_w / 32) * 32], 1).astype(np.int64)
+
+    x0, y0, w, h = ann_xywh.T
+    if box_convention == "continuous":
+        x1, y1 = x0 + w, y0 + h
+        limit_w, limit_h = widths[ann_image], heights[ann_image]
+    else:
+        # Detectron / maskrcnn-benchmark: x1 = x + w - 1 in a "+1" pixel convention, clipped to W - 1.
+        x1, y1 = x0 + np.maximum(w - 1, 0), y0 + np.maximum(h - 1, 0)
+        limit_w, limit_h = widths[ann_image] - 1, heights[ann_image] - 1
+    xyxy = np.stack([np.clip(x0, 0, limit_w), np.clip(y0, 0, limit_h), np.clip(x1, 0, limit_w), np.clip(y1, 0, limit_h)], 1)
+    xyxy = xyxy * scales[ann_image, None]
+    # IoU in the "+1" convention equals continuous IoU of [x0, x1 + 1] (Detectron's bbox_overlaps).
+    iou_xyxy = xyxy + (np.array([0.0, 0.0, 1.0, 1.0]) if box_convention == "legacy" else 0.0)
+    degenerate = (xyxy[:, 2] <= xyxy[:, 0]) | (xyxy[:, 3] <= xyxy[:, 1])
+    keep = ~degenerate & ~(ann_crowd & (crowd == "exclude"))
+    counted = ~(ann_crowd & (crowd == "exclude")) & ~(degenerate & drop_degenerate)
+
+    # Pad per image: [N, M, ...] with M the most boxes of any image.
+    order = np.argsort(ann_image, kind="stable")
+    order = order[keep[order]]
+    per_image = np.bincount(ann_image[order], minlength=len(images))
+    max_boxes = int(per_image.max()) if len(order) else 0
+    slot = np.arange(len(order)) - np.repeat(np.cumsum(per_image) - per_image, per_image)
+    rows = ann_image[order]
+    boxes = np.zeros((len(images), max_boxes, 4), dtype=np.float32)
+    iou_boxes = np.zeros((len(images), max_boxes, 4), dtype=np.float32)
+    labels = np.zeros((len(images), max_boxes), dtype=np.int64)
+    index = np.full((len(images), max_boxes), -1, dtype=np.int64)
+    boxes[rows, slot] = xyxy[order]
+    iou_boxes[rows, slot] = iou_xyxy[order]
+    labels[rows, slot] = ann_label[order]
+    index[rows, slot] = order
+    gt = _Boxes(
+        boxes=torch.from_numpy(boxes),
+        iou_boxes=torch.from_numpy(iou_boxes),
+        labels=torch.from_numpy(labels),
+        valid=torch.from_numpy(index >= 0),
+        annotation_index=torch.from_numpy(index),
+        padded_sizes=padded_sizes,
+    )
+    info = {
+        "num_images": len(images),
+        "num_images_with_boxes": int((per_image > 0).sum()),
+        "num_annotations": len(annotations),
+        "num_boxes": int(counted.sum()),
+        "num_crowd": int(ann_crowd.sum()),
+        "num_degenerate": int(degenerate.sum()),
+        "counted": counted,
+        "annotation_ids": np.array([a.get("id", i) for i, a in enumerate(annotations)]),
+    }
+    return gt, info
+
+
+def _annotation_ok(annotation: Any, image_row: dict, label_of: dict) -> bool:
+    try:
+        return (
+            annotation["image_id"] in image_row
+            and annotation["category_id"] in label_of
+            and len(np.asarray(annotation["bbox"], dtype=np.float64).reshape(4)) == 4
+        )
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def _batches(gt: _Boxes, max_images: int, max_elements: int) -> list[tuple[tuple[int, int], np.ndarray]]:
+    """Images with boxes grouped by padded size, each group cut into batches of at most ``max_images``
+    images and ``B * P * M`` (FPN locations x padded boxes) of at most ``max_elements``."""
+    num_boxes = gt.valid.sum(1).numpy()
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i in np.flatnonzero(num_boxes > 0):
+        groups[tuple(int(v) for v in gt.padded_sizes[i])].append(int(i))
+    batches = []
+    for size, members in sorted(groups.items()):
+        members_arr = np.array(sorted(members, key=lambda i: -num_boxes[i]))
+        num_points = sum(h * w for h, w in feature_shapes(size, len(FPN_STRIDES)))
+        start = 0
+        while start < len(members_arr):
+            per_image = num_points * int(num_boxes[members_arr[start]])  # the first image has the most boxes
+            count = max(1, min(max_images, max_elements // max(per_image, 1)))
+            batches.append((size, members_arr[start : start + count]))
+            start += count
+    return batches
+
+
+class _FcosRow:
+    """Accumulates one FCOS setting (levels, size ranges, center sampling) over batches."""
+
+    def __init__(self, name: str, strides: Sequence[int], size_ranges: Sequence[tuple[float, float]], *,
+                 num_annotations: int, inclusive: bool, radius: float, location_offset: str):
+        self.name, self.strides, self.size_ranges = name, tuple(strides), tuple(size_ranges)
+        self.inclusive, self.radius, self.location_offset = inclusive, radius, location_offset
+        self.recalled = torch.zeros(num_annotations, dtype=torch.bool)
+        self.boxes_per_level = torch.zeros((num_annotations, len(strides)), dtype=torch.bool)
+        self.positive_per_level = torch.zeros(len(strides), dtype=torch.int64)
+        self.counts = defaultdict(int)
+        self.seconds = 0.0
+
+    def update(self, padded_size: tuple[int, int], gt: GroundTruth, annotation_index: Tensor) -> None:
+        start = time.perf_counter()
+        shapes = feature_shapes(padded_size, 5)
+        if len(self.strides) == 1:  # P4 only: the stride-16 map of the same backbone
+            shapes = (shapes[int(math.log2(self.strides[0])) - 3],)
+        locations = make_locations(shapes, self.strides, offset=self.location_offset)
+        result = assign(locations, gt, self.size_ranges, size_range_inclusive=self.inclusive,
+                        center_sampling_radius=self.radius)
+        num_images, num_boxes = gt.labels.shape
+
+        # Recall: a box is recalled when some location regresses it after the minimal-area rule.
+        image_index, point_index = result.positive.nonzero(as_tuple=True)
+        matched = result.matched_gt[image_index, point_index]
+        level = locations.level_index[point_index]
+        hit_index = annotation_index[image_index, matched]
+        self.recalled[hit_index] = True
+        self.boxes_per_level[hit_index, level] = True
+        self.positive_per_level += torch.bincount(level, minlength=len(self.strides))
+
+        # Ambiguous samples: locations that fall into more than one box after the size ranges.
+        num_candidates = result.num_candidates
+        ambiguous = num_candidates > 1
+        amb_image, amb_point = ambiguous.nonzero(as_tuple=True)
+        candidates = result.candidates[amb_image, amb_point]  # [K, M]
+        labels = gt.labels[amb_image]
+        lowest = torch.where(candidates, labels, torch.iinfo(labels.dtype).max).amin(dim=1)
+        highest = torch.where(candidates, labels, -1).amax(dim=1)
+        diff_class = lowest != highest
+        self.counts["positive_locations"] += int(len(image_index))
+        self.counts["ambiguous_locations"] += int(len(amb_image))
+        self.counts["ambiguous_diff_class_locations"] += int(diff_class.sum())
+        amb_candidates = num_candidates[amb_image, amb_point]
+        self.counts["positive_pairs"] += int(num_candidates.sum())
+        self.counts["ambiguous_pairs"] += int(amb_candidates.sum())
+        self.counts["ambiguous_diff_class_pairs"] += int(amb_candidates[diff_class].sum())
+        self.seconds += time.perf_counter() - start
+
+
+def _percent(numerator: float, denominator: float) -> float:
+    return 100.0 * numerator / denominator if denominator else float("nan")
+
+
+def compute_statistics(
+    ann_file: str | Path,
+    *,
+    min_size: float = 800,
+    max_size: float = 1333,
+    batch_images: int = 32,
+    max_batch_elements: int = 1 << 22,
+    include_retinanet: bool = True,
+    include_center_sampling: bool = True,
+    size_range_inclusive: bool = True,
+    center_sampling_radius: float = 1.5,
+    ambiguity_unit: str = "locations",
+    crowd: str = "exclude",
+    drop_degenerate: bool = True,
+    box_convention: str = "continuous",
+    location_offset: str = "half_stride",
+    anchor_offset: float = 0.5,
+    anchor_detectron_rounding: bool = True,
+    pos_thresh: float = 0.5,
+    neg_thresh: float = 0.4,
+) -> dict[str, Any]:
+    """Tables 1 and 2 of the paper for a COCO-format annotation file.
+
+    Args:
+        ann_file: COCO-format JSON; image sizes are taken from its ``images``.
+        min_size, max_size: the training resize (Section 4): shorter side 800, longer side <= 1333.
+        batch_images, max_batch_elements: batch at most this many images, and at most this many
+            ``B * P * M`` elements per :func:`~fcos_lab.targets.assign` call (memory and cache).
+        include_retinanet, include_center_sampling: compute those rows.
+        size_range_inclusive: ``m_{i-1} <= max(l*, t*, r*, b*) <= m_i`` as the official code (True), or
+            strict (torchvision).
+        center_sampling_radius: radius (in strides) of the extra center-sampling row (1.5 as Table 3).
+        ambiguity_unit: ``"locations"``: ambiguous positive locations / positive locations, the paper's
+            "ratio of the ambiguous samples to all positive samples" counted after the minimal-area rule
+            (one sample per location). ``"pairs"``: counted before it, one sample per (location,
+            candidate box) pair, so an ambiguous location in k boxes counts k times in both terms.
+        crowd: ``"exclude"``: ``iscrowd`` boxes are dropped as by Detectron and maskrcnn-benchmark;
+            ``"include"``: they are ordinary boxes, assigned and counted.
+        drop_degenerate: boxes with no area after conversion are left out of the denominator, as
+            maskrcnn-benchmark's ``remove_empty`` does; False counts them as never recalled.
+        box_convention: ``"continuous"``: ``[x, y, x + w, y + h]``; ``"legacy"``: Detectron and
+            maskrcnn-benchmark's ``[x, y, x + w - 1, y + h - 1]`` (used as-is by FCOS assignment, IoU
+            with their "+1" areas), which makes every box about ``scale`` pixels narrower for FCOS.
+        location_offset: FCOS locations at ``floor(s/2) + x*s`` (``"half_stride"``) or ``x*s``.
+        anchor_offset, anchor_detectron_rounding: the RetinaNet anchor layout (see
+            :func:`fcos_lab.analysis.anchors.generate_anchors`); the defaults are Detectron's.
+        pos_thresh, neg_thresh: RetinaNet's IoU thresholds.
+
+    Returns:
+        A JSON-serializable dict: the keys of :data:`PAPER_VALUES` and ``fcos_bpr_fpn_center_sampling``
+        (percent), ``counts``, ``per_level``, ``unrecalled_box_ids`` (annotation ids per row),
+        ``timings_s``, ``definitions`` and ``paper``.
+
+    Raises:
+        DataError: the file cannot be read or a record is malformed (the message names both).
+    """
+    for name, value, choices in (
+        ("ambiguity_unit", ambiguity_unit, AMBIGUITY_UNITS),
+        ("crowd", crowd, CROWD_CHOICES),
+        ("box_convention", box_convention, BOX_CONVENTIONS),
+    ):
+        if value not in choices:
+            raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    definitions = {k: v for k, v in locals().items() if k not in ("ann_file", "name", "value", "choices")}
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    data = _load(ann_file)
+    gt_all, info = _prepare_boxes(data, ann_file, min_size=min_size, max_size=max_size,
+                                  box_convention=box_convention, crowd=crowd, drop_degenerate=drop_degenerate)
+    timings["load"] = time.perf_counter() - start
+    num_annotations = info["num_annotations"]
+
+    common = dict(num_annotations=num_annotations, inclusive=size_range_inclusive, location_offset=location_offset)
+    fcos_rows = [
+        _FcosRow("fcos_fpn", FPN_STRIDES, FPN_SIZE_RANGES, radius=0.0, **common),
+        _FcosRow("fcos_p4", (16,), ((0.0, INF),), radius=0.0, **common),
+    ]
+    if include_center_sampling:
+        fcos_rows.append(_FcosRow("fcos_fpn_center_sampling", FPN_STRIDES, FPN_SIZE_RANGES,
+                                  radius=center_sampling_radius, **common))
+    rules = LOW_QUALITY_CHOICES if include_retinanet else ()
+    anchor_recalled = {rule: torch.zeros(num_annotations, dtype=torch.bool) for rule in rules}
+    anchor_positives = {rule: 0 for rule in rules}
+    anchor_kwargs = dict(offset=anchor_offset, detectron_rounding=anchor_detectron_rounding)
+    anchors_for_size: tuple[tuple[int, int], Tensor] | None = None
+    timings["retinanet"] = 0.0
+
+    for padded_size, members in _batches(gt_all, batch_images, max_batch_elements):
+        index = torch.from_numpy(members)
+        num_boxes = int(gt_all.valid[index].sum(1).max())
+        valid = gt_all.valid[index, :num_boxes]
+        gt = GroundTruth(gt_all.boxes[index, :num_boxes], gt_all.labels[index, :num_boxes], valid,
+                         torch.zeros_like(valid))
+        annotation_index = gt_all.annotation_index[index, :num_boxes]
+        for row in fcos_rows:
+            row.update(padded_size, gt, annotation_index)
+        if rules:
+            tick = time.perf_counter()
+            shapes = feature_shapes(padded_size, 5)
+            if anchors_for_size is None or anchors_for_size[0] != padded_size:
+                anchors_for_size = (padded_size, generate_anchors(shapes, **anchor_kwargs))
+            iou_boxes = gt_all.iou_boxes[index, :num_boxes]
+            image_index, anchor_index = candidate_anchors(iou_boxes, valid, shapes, pos_thresh=pos_thresh, **anchor_kwargs)
+            matched = anchor_recall(anchors_for_size[1], iou_boxes, valid, image_index, anchor_index,
+                                    pos_thresh=pos_thresh, neg_thresh=neg_thresh, low_quality_rules=rules)
+            for rule, (recalled, positives) in matched.items():
+                anchor_recalled[rule][annotation_index[recalled]] = True
+                anchor_positives[rule] += positives
+            timings["retinanet"] += time.perf_counter() - tick
+
+    counted = torch.from_numpy(info["counted"])
+    annotation_ids = info["annotation_ids"]
+    num_counted = int(counted.sum())
+    stats: dict[str, Any] = {}
+    counts: dict[str, Any] = {"num_images": info["num_images"], "num_images_with_boxes": info["num_images_with_boxes"],
+                              "num_annotations": num_annotations, "num_boxes": num_counted,
+                              "num_crowd": info["num_crowd"], "num_degenerate": info["num_degenerate"]}
+    per_level: dict[str, Any] = {}
+    unrecalled: dict[str, list[int]] = {}
+    for row in fcos_rows:
+        recalled = row.recalled & counted
+        suffix = row.name.removeprefix("fcos_")
+        stats[f"fcos_bpr_{suffix}"] = _percent(int(recalled.sum()), num_counted)
+        unit = "locations" if ambiguity_unit == "locations" else "pairs"
+        stats[f"ambiguous_{suffix}"] = _percent(row.counts[f"ambiguous_{unit}"], row.counts[f"positive_{unit}"])
+        stats[f"ambiguous_diff_class_{suffix}"] = _percent(row.counts[f"ambiguous_diff_class_{unit}"],
+                                                           row.counts[f"positive_{unit}"])
+        counts[row.name] = {"recalled_boxes": int(recalled.sum()), **row.counts}
+        names = LEVEL_NAMES if len(row.strides) == len(LEVEL_NAMES) else ("P4",)
+        per_level[row.name] = {
+            name: {"positive_locations": int(row.positive_per_level[i]), "boxes": int(row.boxes_per_level[:, i].sum())}
+            for i, name in enumerate(names)
+        }
+        unrecalled[row.name] = annotation_ids[(counted & ~row.recalled).numpy()].tolist()
+        timings[row.name] = row.seconds
+    for rule in rules:
+        recalled = anchor_recalled[rule] & counted
+        stats[f"retinanet_bpr_{rule}"] = _percent(int(recalled.sum()), num_counted)
+        counts[f"retinanet_{rule}"] = {"recalled_boxes": int(recalled.sum()), "positive_anchors": anchor_positives[rule]}
+        unrecalled[f"retinanet_{rule}"] = annotation_ids[(counted & ~anchor_recalled[rule]).numpy()].tolist()
+    timings["total"] = time.perf_counter() - start
+    return {
+        "ann_file": str(ann_file),
+        **stats,
+        "counts": counts,
+        "per_level": per_level,
+        "unrecalled_box_ids": unrecalled,
+        "timings_s": timings,
+        "definitions": definitions,
+        "paper": dict(PAPER_VALUES),
+    }
+
+
+def format_table(stats: dict[str, Any]) -> str:
+    """A Markdown table of the paper's values beside the measured ones (percent)."""
+    lines = ["| row | key | paper (%) | measured (%) | measured - paper |", "|---|---|---:|---:|---:|"]
+    for key, label in ROW_LABELS.items():
+        if key not in stats:
+            continue
+        paper = PAPER_VALUES.get(key)
+        measured = stats[key]
+        paper_text = f"{paper:.2f}" if paper is not None else "-"
+        diff_text = f"{measured - paper:+.2f}" if paper is not None else "-"
+        lines.append(f"| {label} | `{key}` | {paper_text} | {measured:.2f} | {diff_text} |")
+    counts = stats.get("counts", {})
+    if counts:
+        lines.append("")
+        lines.append(f"{counts['num_boxes']} boxes in {counts['num_images_with_boxes']} of {counts['num_images']} images "
+                     f"({counts['num_crowd']} crowd, {counts['num_degenerate']} degenerate); "
+                     f"{stats.get('timings_s', {}).get('total', float('nan')):.1f} s.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``fcos-lab stats --ann FILE [--json] [--out DIR]``: print the table (or JSON); write both to DIR."""
+    parser = argparse.ArgumentParser(prog="fcos-lab stats", description=__doc__.split("\n")[0])
+    parser.add_argument("--ann", required=True, help="COCO-format annotation JSON")
+    parser.add_argument("--json", action="store_true", help="print the full statistics as JSON")
+    parser.add_argument("--out", help="directory to write stats.json and table.md into")
+    parser.add_argument("--no-retinanet", action="store_true", help="skip the RetinaNet rows")
+    parser.add_argument("--box-convention", choices=BOX_CONVENTIONS, default="continuous")
+    parser.add_argument("--ambiguity-unit", choices=AMBIGUITY_UNITS, default="locations")
+    parser.add_argument("--crowd", choices=CROWD_CHOICES, default="exclude")
+    parser.add_argument("--strict-size-ranges", action="store_true", help="m_{i-1} < max < m_i (torchvision)")
+    args = parser.parse_args(argv)
+    try:
+        stats = compute_statistics(
+            args.ann, include_retinanet=not args.no_retinanet, box_convention=args.box_convention,
+            ambiguity_unit=args.ambiguity_unit, crowd=args.crowd, size_range_inclusive=not args.strict_size_ranges,
+        )
+    except FcosLabError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    table = format_table(stats)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "stats.json").write_text(json.dumps(stats, indent=1) + "\n")
+        (out / "table.md").write_text(table)
+    print(json.dumps(stats, indent=1) if args.json else table, end="" if not args.json else "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,431 @@
+"""Configuration: one frozen dataclass field per switch of the paper, presets named after its rows.
+
+Presets are a plain dict keyed by the paper's names and derived one level deep with
+:func:`dataclasses.replace`. :func:`resolve` applies validated dotted overrides
+(``model.backbone=resnet101``, ``train.max_iters=200``): an unknown key or a wrong type fails with a
+message that lists the valid choices.
+
+Sections cited: 3.1 (locations, Eq. 1, Eq. 2), 3.2 (FPN, size ranges, exp(s_i x)), 3.3 (center-ness,
+Eq. 3), 4 (training details), Table 3 (improvements), Table 5 (backbones), Table 8 (ablations).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
+
+from fcos_lab.errors import ConfigError
+
+INF = math.inf
+
+Backbone = Literal["resnet18", "resnet34", "resnet50", "resnet101", "resnext101_32x8d", "resnext101_64x4d"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Network architecture (Section 3.1, 3.2, 3.3 and Figure 2)."""
+
+    backbone: Backbone = "resnet50"  # Section 4: ResNet-50 unless stated; Table 5 adds R-101, X-101
+    pretrained_backbone: str | None = None  # local torchvision state-dict file; never downloaded
+    frozen_stages: int = 1  # Section 4 follows Detectron: stem and res2 frozen (0 = nothing frozen)
+    num_classes: int = 80  # Section 3.1: C = 80 binary classifiers on COCO
+    fpn_channels: int = 256  # Figure 2: 256-channel pyramid
+    p6p7_from: Literal["p5", "c5"] = "p5"  # Section 4.1.3: P6/P7 from P5 (C5 in RetinaNet, Table 3 row 1)
+    head_num_convs: int = 4  # Section 3.1: four 3x3 convs per tower
+    head_norm: Literal["gn", "none"] = "gn"  # Section 4.1.3: GroupNorm in the head towers
+    centerness_on: Literal["cls", "reg", "none"] = "cls"  # Section 3.3 / footnote 2 / Table 3 "ctr. on reg."
+    box_param: Literal["exp", "relu"] = "exp"  # Section 3.1 exp(x); "relu" = ReLU(x)*stride (Table 3 "Normalization")
+    learnable_scale: bool = True  # Section 3.2: exp(s_i x) with a trainable scalar per level (Table 8 "Scalar")
+    prior_prob: float = 0.01  # Section 4: classification bias init as in RetinaNet
+    strides: tuple[int, ...] = (8, 16, 32, 64, 128)  # Section 3.2: P3..P7
+
+
+@dataclass(frozen=True)
+class AssignConfig:
+    """Which locations are positive and what they regress (Sections 3.1 and 3.2)."""
+
+    size_ranges: tuple[tuple[float, float], ...] = ((0, 64), (64, 128), (128, 256), (256, 512), (512, INF))  # m_2..m_7
+    size_range_inclusive: bool = True  # official code: m_{i-1} <= max(l*,t*,r*,b*) <= m_i; torchvision uses strict
+    center_sampling_radius: float = 0.0  # Table 3 "ctr. sampling": 1.5 strides; 0 = off (paper's main model)
+    location_offset: Literal["half_stride", "zero"] = "half_stride"  # Section 3.1: floor(s/2) + x*s
+    stride_from_image: bool = False  # torchvision quirk: stride = padded_size // grid_size for location centers
+    area_tiebreak_float32: bool = False  # torchvision quirk: minimal area picked through float32 (1e8 - area)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Training loss, Eq. (2) plus the center-ness BCE of Section 3.3."""
+
+    focal_alpha: float = 0.25  # Section 3.1 following RetinaNet
+    focal_gamma: float = 2.0
+    box_loss: Literal["iou", "giou", "smooth_l1"] = "iou"  # Eq. 2: UnitBox IoU loss; Table 3 "+ GIoU"; Table 8
+    box_loss_weight: float = 1.0  # Eq. 2: lambda = 1
+    centerness_weighted_box_loss: bool = False  # improved version: box loss weighted by center-ness targets
+    iou_smooth: float = 0.0  # official code adds 1 to intersection and union; the paper's -ln(IoU) has none
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    """Inference (Section 3.1 "Inference", Section 4 "Inference Details")."""
+
+    score_thresh: float = 0.05  # Section 3.1: locations with p > 0.05
+    threshold_on: Literal["cls", "combined"] = "cls"  # torchvision thresholds the combined score instead
+    pre_nms_topk: int = 1000  # RetinaNet's 1000 candidates per level
+    nms_thresh: float = 0.6  # Table 3: 0.6 with GN (0.5 in the RetinaNet-settings rows)
+    max_detections: int = 100  # 100 detections per image (COCO)
+    centerness_mode: Literal["learned", "none", "from_box", "oracle"] = "learned"  # Table 4 rows
+    score_sqrt: bool = False  # official code reports sqrt(cls * ctr); the paper multiplies
+    class_agnostic_nms: bool = False  # proposals (Section 5) use one class
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """Image sizes (Section 4 "Training Details" and 4.2)."""
+
+    min_size: int = 800  # shorter side at test time
+    train_min_size: tuple[int, int] = (800, 800)  # (lo, hi): Section 4.2 samples 640..800 for Table 5
+    max_size: int = 1333  # longer side at most 1333
+    size_divisible: int = 32
+    flip_prob: float = 0.5
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimization (Section 4 "Training Details")."""
+
+    max_iters: int = 90_000  # 90K iterations (2x = 180K for Table 5)
+    batch_size: int = 16  # 16 images per iteration
+    base_lr: float = 0.01  # at batch 16, scaled linearly with the batch
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_steps: tuple[float, ...] = (2 / 3, 8 / 9)  # 60K and 80K of 90K, as fractions of max_iters
+    lr_gamma: float = 0.1
+    warmup_iters: int = 500  # Detectron's linear warmup
+    warmup_factor: float = 1 / 3
+    grad_clip: float = 0.0  # Section 4.1.3: gradients clipped when GN is off; 0 = no clipping
+    amp: Literal["off", "bf16", "fp16"] = "off"  # CUDA only
+    seed: int = 0
+    num_workers: int = 2
+    checkpoint_every: int = 5000
+    keep_checkpoints: int = 3
+    eval_every: int = 0  # 0 = only at the end
+    log_every: int = 20
+    max_bad_steps: int = 5  # consecutive non-finite losses before the run stops
+    channels_last: bool = False
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data lives. Empty strings mean the embedded synthetic dataset."""
+
+    train_ann: str = ""
+    train_images: str = ""
+    val_ann: str = ""
+    val_images: str = ""
+    on_bad_image: Literal["error", "skip"] = "error"
+    synthetic_root: str = "runs/synthetic"
+    synthetic_num_train: int = 400
+    synthetic_num_val: int = 100
+    synthetic_image_size: int = 320
+
+
+@dataclass(frozen=True)
+class Config:
+    """A complete experiment: model, assignment, loss, post-processing, input, training and data."""
+
+    name: str = "fcos_r50_fpn_1x"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    assign: AssignConfig = field(default_factory=AssignConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    raise TypeError(f"not JSON serializable: {value!r}")
+
+
+def _derive(base: Config, name: str, **sections: dict[str, Any]) -> Config:
+    """A preset one level below ``base``: ``sections`` maps a section name to the fields it changes."""
+    changes = {key: replace(getattr(base, key), **values) for key, values in sections.items()}
+    return replace(base, name=name, **changes)
+
+
+# Table 3, row "FCOS C5 / no GN / .50": the RetinaNet settings (P6/P7 from C5, no GN, NMS 0.5, clipping).
+_FCOS_R50_FPN_1X = Config(name="fcos_r50_fpn_1x")
+_FCOS_R50_C5 = _derive(
+    _FCOS_R50_FPN_1X,
+    "fcos_r50_c5",
+    model={"p6p7_from": "c5", "head_norm": "none"},
+    postprocess={"nms_thresh": 0.5},
+    train={"grad_clip": 35.0},  # Section 4.1.3: "the gradients are clipped" when GN is removed
+)
+# Table 3, "Improvements" (all four): ctr. on reg., center sampling, GIoU, normalization.
+_FCOS_IMPRV = _derive(
+    _FCOS_R50_FPN_1X,
+    "fcos_imprv_r50_fpn_1x",
+    model={"centerness_on": "reg", "box_param": "relu"},
+    assign={"center_sampling_radius": 1.5},
+    loss={"box_loss": "giou", "centerness_weighted_box_loss": True},
+)
+# Section 4.2 / Table 5: multi-scale 640-800 training and the 2x schedule (180K, steps scaled).
+_TABLE5_TRAIN = {"max_iters": 180_000}
+_TABLE5_INPUT = {"train_min_size": (640, 800)}
+
+# torchvision's fcos_resnet50_fpn, bit for bit: locations at x*s with the image-size stride quirk, strict
+# size ranges, center sampling 1.5, GIoU on decoded boxes, ReLU*stride without scales, center-ness on the
+# regression tower, score sqrt(cls*ctr) thresholded at 0.2, no box-loss weighting, 91 COCO classes.
+_FCOS_TORCHVISION = _derive(
+    _FCOS_R50_FPN_1X,
+    "fcos_r50_fpn_torchvision",
+    model={"centerness_on": "reg", "box_param": "relu", "learnable_scale": False, "num_classes": 91},
+    assign={
+        "center_sampling_radius": 1.5,
+        "size_range_inclusive": False,
+        "location_offset": "zero",
+        "stride_from_image": True,
+        "area_tiebreak_float32": True,
+    },
+    loss={"box_loss": "giou"},
+    postprocess={"score_thresh": 0.2, "threshold_on": "combined", "score_sqrt": True},
+)
+
+# The embedded demo: small images, a light backbone, size ranges scaled to 320-pixel images, CPU friendly.
+_FCOS_DEMO = _derive(
+    _FCOS_IMPRV,
+    "fcos_demo_r18",
+    model={"backbone": "resnet18", "frozen_stages": 0, "num_classes": 5, "fpn_channels": 64},
+    # Deviation from paper: ranges halved (0,32,64,128,256,inf) because demo images are 320 px, not 800.
+    assign={"size_ranges": ((0, 32), (32, 64), (64, 128), (128, 256), (256, INF))},
+    input={"min_size": 320, "train_min_size": (288, 352), "max_size": 512},
+    train={
+        "max_iters": 1500,
+        "batch_size": 8,
+        "base_lr": 0.01,  # Deviation from paper: no ImageNet weights here, so a higher lr than 0.005 at batch 8
+        "warmup_iters": 100,
+        "checkpoint_every": 500,
+        "log_every": 10,
+        "num_workers": 1,
+    },
+)
+
+PRESETS: dict[str, Config] = {
+    c.name: c
+    for c in (
+        _FCOS_R50_C5,
+        _FCOS_R50_FPN_1X,
+        _FCOS_IMPRV,
+        _derive(_FCOS_R50_FPN_1X, "fcos_r101_fpn_2x", model={"backbone": "resnet101"}, input=_TABLE5_INPUT, train=_TABLE5_TRAIN),
+        _derive(
+            _FCOS_R50_FPN_1X, "fcos_x101_32x8d_fpn_2x", model={"backbone": "resnext101_32x8d"}, input=_TABLE5_INPUT, train=_TABLE5_TRAIN
+        ),
+        _derive(
+            _FCOS_R50_FPN_1X, "fcos_x101_64x4d_fpn_2x", model={"backbone": "resnext101_64x4d"}, input=_TABLE5_INPUT, train=_TABLE5_TRAIN
+        ),
+        _derive(
+            _FCOS_IMPRV,
+            "fcos_imprv_x101_64x4d_fpn_2x",
+            model={"backbone": "resnext101_64x4d"},
+            input=_TABLE5_INPUT,
+            train=_TABLE5_TRAIN,
+        ),
+        _FCOS_TORCHVISION,
+        _FCOS_DEMO,
+    )
+}
+DEMO_PRESET = _FCOS_DEMO.name
+
+
+def get_preset(name: str) -> Config:
+    """The preset called ``name``; an unknown name lists the valid ones."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; valid presets: {', '.join(sorted(PRESETS))}") from None
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls)}
+
+
+def _parse_value(text: str, annotation: Any, key: str) -> Any:
+    """Parse an override string into ``annotation``; :class:`ConfigError` names the key and the choices."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is Literal:
+        if text not in args:
+            raise ConfigError(f"{key}: {text!r} is not a valid choice; valid choices: {', '.join(map(str, args))}")
+        return text
+    if origin in (types.UnionType, typing.Union):
+        if text.lower() in ("none", "null", "") and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _parse_value(text, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError("; ".join(errors))
+    if annotation is bool:
+        lowered = text.lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{key}: expected a boolean (true/false), got {text!r}")
+    if annotation in (int, float, str):
+        if annotation is str:
+            return text
+        try:
+            value = annotation(text)
+        except ValueError:
+            raise ConfigError(f"{key}: expected {annotation.__name__}, got {text!r}") from None
+        if annotation is float and math.isnan(value):
+            raise ConfigError(f"{key}: NaN is not a valid value")
+        return value
+    if origin is tuple:
+        try:
+            parsed = json.loads(text.replace("inf", "Infinity").replace("(", "[").replace(")", "]"))
+        except json.JSONDecodeError:
+            raise ConfigError(f"{key}: expected a JSON list such as [1, 2], got {text!r}") from None
+        return _coerce(parsed, annotation, key)
+    raise ConfigError(f"{key}: overrides of type {annotation} are not supported")
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check a JSON-parsed value against a tuple annotation and convert lists to tuples."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], key) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+    if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if annotation is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ConfigError(f"{key}: expected {getattr(annotation, '__name__', annotation)}, got {value!r}")
+
+
+def apply_overrides(config: Config, overrides: list[str] | tuple[str, ...] | dict[str, Any]) -> Config:
+    """Return ``config`` with dotted overrides applied (``"section.field=value"`` strings or a dict).
+
+    Raises:
+        ConfigError: for a malformed override, an unknown section or field (listing the valid ones),
+            or a value of the wrong type.
+    """
+    items: list[tuple[str, Any]] = []
+    if isinstance(overrides, dict):
+        items = list(overrides.items())
+    else:
+        for text in overrides:
+            if "=" not in text:
+                raise ConfigError(f"override {text!r} must look like section.field=value")
+            key, value = text.split("=", 1)
+            items.append((key.strip(), value.strip()))
+    sections = {f.name for f in fields(Config) if f.name != "name"}
+    for key, raw in items:
+        parts = key.split(".")
+        if len(parts) != 2 or parts[0] not in sections:
+            raise ConfigError(f"unknown override key {key!r}; valid sections: {', '.join(sorted(sections))}")
+        section_name, field_name = parts
+        section = getattr(config, section_name)
+        types_ = _field_types(type(section))
+        if field_name not in types_:
+            raise ConfigError(
+                f"unknown override key {key!r}; valid fields of {section_name}: {', '.join(sorted(types_))}"
+            )
+        annotation = types_[field_name]
+        value = _parse_value(raw, annotation, key) if isinstance(raw, str) else _check_typed(raw, annotation, key)
+        config = replace(config, **{section_name: replace(section, **{field_name: value})})
+    validate(config)
+    return config
+
+
+def _check_typed(value: Any, annotation: Any, key: str) -> Any:
+    """Validate a Python value (from a dict override) by round-tripping it through the string parser."""
+    if isinstance(value, (list, tuple)):
+        return _coerce(value, annotation, key)
+    if isinstance(value, bool) or value is None:
+        text = str(value).lower() if value is not None else "none"
+    else:
+        text = str(value)
+    return _parse_value(text, annotation, key)
+
+
+def validate(config: Config) -> None:
+    """Cross-field checks that a single field's type cannot express."""
+    m, a = config.model, config.assign
+    if len(a.size_ranges) != len(m.strides):
+        raise ConfigError(
+            f"assign.size_ranges has {len(a.size_ranges)} ranges but model.strides has {len(m.strides)} levels"
+        )
+    for lo, hi in a.size_ranges:
+        if not lo < hi:
+            raise ConfigError(f"assign.size_ranges: each range needs lo < hi, got ({lo}, {hi})")
+    if tuple(m.strides[:3]) != (8, 16, 32) or any(s != 2 * p for p, s in zip(m.strides, m.strides[1:])):
+        raise ConfigError(f"model.strides must start 8, 16, 32 and double per level, got {m.strides}")
+    if m.num_classes < 1:
+        raise ConfigError(f"model.num_classes must be >= 1, got {m.num_classes}")
+    if not 0 <= m.frozen_stages <= 4:  # stem + layer1..layer4; a ResNet has no layer5
+        raise ConfigError(f"model.frozen_stages must be in 0..4, got {m.frozen_stages}")
+    if m.head_norm == "gn" and m.fpn_channels % 32:
+        raise ConfigError(f"model.fpn_channels must be a multiple of 32 for GroupNorm(32), got {m.fpn_channels}")
+    if config.postprocess.centerness_mode == "learned" and m.centerness_on == "none":
+        raise ConfigError("postprocess.centerness_mode=learned needs model.centerness_on=cls or reg")
+    lo, hi = config.input.train_min_size
+    if not 0 < lo <= hi:
+        raise ConfigError(f"input.train_min_size must be (lo, hi) with 0 < lo <= hi, got {(lo, hi)}")
+    if config.train.batch_size < 1 or config.train.max_iters < 1:
+        raise ConfigError("train.batch_size and train.max_iters must be >= 1")
+    if config.loss.centerness_weighted_box_loss and m.centerness_on == "none":
+        raise ConfigError("loss.centerness_weighted_box_loss needs a center-ness branch (model.centerness_on)")
+
+
+def resolve(preset: str | Config, overrides: list[str] | tuple[str, ...] | dict[str, Any] = ()) -> Config:
+    """A preset (by name or object) with dotted overrides applied and validated."""
+    config = get_preset(preset) if isinstance(preset, str) else preset
+    return apply_overrides(config, overrides)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a :class:`Config` from :meth:`Config.to_dict` output (e.g. a checkpoint or ``config.json``)."""
+    try:
+        sections = {}
+        for f in fields(Config):
+            if f.name == "name":
+                continue
+            cls = typing.get_type_hints(Config)[f.name]
+            values = data.get(f.name, {})
+            unknown = set(values) - {x.name for x in fields(cls)}
+            if unknown:
+                raise ConfigError(f"config section {f.name!r} has unknown fields {sorted(unknown)}")
+            # The same type and Literal checks as overrides, so a corrupt config.json fails here, not later.
+            types_ = _field_types(cls)
+            sections[f.name] = cls(**{k: _check_typed(v, types_[k], f"{f.name}.{k}") for k, v in values.items()})
+        config = Config(name=data.get("name", "custom"), **sections)
+    except TypeError as exc:
+        raise ConfigError(f"malformed config: {exc}") from None
+    validate(config)
+    return config
+

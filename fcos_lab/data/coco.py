@@ -1,0 +1,449 @@
+"""COCO-format detection data (Section 4 of the paper: COCO ``trainval35k`` / ``minival``).
+
+Any COCO-style annotation file and image folder can be read. The annotation file is validated before
+pycocotools sees it, so that a malformed file fails with a :class:`~fcos_lab.errors.DataError` naming
+the file, the record and the problem instead of a ``KeyError`` deep inside pycocotools.
+
+Training augmentation is the paper's: horizontal flip with probability 0.5 and, for its multi-scale
+training (Section 4.2), a shorter side sampled from [640, 800]. Randomness is a
+pure function of ``(seed, epoch, index)``, so results do not depend on the number of DataLoader workers.
+
+Shapes: images ``[3, H, W]``; boxes ``[M, 4]`` xyxy in absolute pixels of the resized image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import math
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from pycocotools.coco import COCO
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from fcos_lab.data.transforms import ImageBatch, hflip, normalize, pad_batch, resize_boxes, resize_image
+from fcos_lab.errors import DataError
+
+logger = logging.getLogger("fcos_lab.data")
+
+ON_BAD_IMAGE_CHOICES = ("error", "skip")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _record_name(section: str, index: int, record: Any) -> str:
+    """``annotations[17] (id 42)``: how error messages point at a record."""
+    if isinstance(record, dict) and "id" in record:
+        return f"{section}[{index}] (id {record['id']!r})"
+    return f"{section}[{index}]"
+
+
+def _records(
+    data: dict,
+    section: str,
+    kind: str,
+    keys: tuple[str, ...],
+    int_keys: tuple[str, ...],
+    fail: Callable[[str, str], NoReturn],
+) -> Iterator[tuple[str, dict]]:
+    """Yield ``(name, record)`` of ``data[section]`` once each has ``keys``, integer ``int_keys`` and a new id."""
+    seen: set[int] = set()
+    for i, record in enumerate(data.get(section, [])):
+        where = _record_name(section, i, record)
+        if not isinstance(record, dict):
+            fail(where, f"expected an object, got {type(record).__name__}")
+        for key in keys:
+            if key not in record:
+                fail(where, f"missing key {key!r}")
+        for key in int_keys:
+            if not _is_int(record[key]):
+                fail(where, f"{key} must be an integer, got {record[key]!r}")
+        if record["id"] in seen:
+            fail(where, f"duplicate {kind} id {record['id']}")
+        seen.add(record["id"])
+        yield where, record
+
+
+def _validate(data: Any, path: Path, require_annotations: bool) -> None:
+    """Raise :class:`DataError` at the first structural problem of a COCO detection dict."""
+
+    def fail(where: str, problem: str) -> NoReturn:
+        raise DataError(f"{path}: {where}: {problem}")
+
+    if not isinstance(data, dict):
+        fail("top level", f"expected a JSON object with images/annotations/categories, got {type(data).__name__}")
+    for key in ["images", "categories"] + (["annotations"] if require_annotations else []):
+        if key not in data:
+            fail("top level", f"missing key {key!r}")
+    for key in ("images", "annotations", "categories"):
+        if key in data and not isinstance(data[key], list):
+            fail(key, f"expected a list, got {type(data[key]).__name__}")
+
+    image_ids: set[int] = set()
+    for where, image in _records(data, "images", "image", ("id", "width", "height", "file_name"), ("id",), fail):
+        for key in ("width", "height"):
+            if not (_is_finite_number(image[key]) and image[key] == int(image[key])):
+                fail(where, f"{key} must be an integer, got {image[key]!r}")
+            if image[key] <= 0:
+                fail(where, f"{key} must be positive, got {image[key]!r}")
+        if not isinstance(image["file_name"], str) or not image["file_name"]:
+            fail(where, f"file_name must be a non-empty string, got {image['file_name']!r}")
+        image_ids.add(image["id"])
+
+    category_ids: set[int] = set()
+    for where, category in _records(data, "categories", "category", ("id", "name"), ("id",), fail):
+        if not isinstance(category["name"], str):
+            fail(where, f"name must be a string, got {category['name']!r}")
+        category_ids.add(category["id"])
+
+    ann_keys = ("id", "image_id", "category_id", "bbox")
+    for where, ann in _records(data, "annotations", "annotation", ann_keys, ann_keys[:3], fail):
+        if ann["image_id"] not in image_ids:
+            fail(where, f"image_id {ann['image_id']} is not in images")
+        if ann["category_id"] not in category_ids:
+            fail(where, f"category_id {ann['category_id']} is not in categories")
+        bbox = ann["bbox"]
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_finite_number(v) for v in bbox)):
+            fail(where, f"bbox must be a list of 4 finite numbers [x, y, w, h], got {bbox!r}")
+        if ann.get("iscrowd", 0) not in (0, 1):  # True/False compare equal to 1/0 and are accepted
+            fail(where, f"iscrowd must be 0 or 1, got {ann['iscrowd']!r}")
+
+
+def load_coco_annotations(ann_file: str | Path, *, require_annotations: bool = True) -> COCO:
+    """Read, validate and index a COCO detection annotation file.
+
+    Degenerate boxes (zero or negative width or height) and boxes that leave the image are not errors
+    here; :class:`CocoDetection` clips and drops them.
+
+    Args:
+        ann_file: the JSON file.
+        require_annotations: whether a missing ``annotations`` key is an error. Pass False for an
+            unlabelled test set; the returned index then has an empty annotation list.
+
+    Returns:
+        A pycocotools ``COCO`` index of the file.
+
+    Raises:
+        DataError: the file is missing, empty, not JSON or not a valid COCO detection file; the message
+            names the file, the record (``annotations[17] (id 42)``) and the problem.
+    """
+    path = Path(ann_file)
+    if not path.is_file():
+        raise DataError(f"{path}: annotation file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: cannot read annotation file ({error})") from error
+    if not text.strip():
+        raise DataError(f"{path}: annotation file is empty")
+    try:
+        # NaN/Infinity are accepted by json.loads; they are rejected record by record below with a
+        # message that names the record.
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})") from error
+    _validate(data, path, require_annotations)
+    data.setdefault("annotations", [])
+    coco = COCO()
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints "creating index..."
+        coco.dataset = data
+        coco.createIndex()
+    return coco
+
+
+def _to_rgb_uint8(img: Image.Image) -> np.ndarray:
+    """Convert a PIL image of any mode to ``[H, W, 3]`` uint8 RGB."""
+    if img.mode.startswith("I;16") or img.mode == "I":
+        # 16-bit data (PIL opens 16-bit PNGs as I;16 or I): rescale to 8 bits, where convert("RGB") clips.
+        gray = np.clip(np.rint(np.array(img, dtype=np.float64) / 257.0), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if img.mode in ("P", "PA") and "transparency" in img.info:
+        img = img.convert("RGBA")  # the direct P -> RGB conversion warns about byte transparency
+    # Alpha is dropped, not composited, as torchvision's read_image(mode=RGB) does.
+    return np.array(img.convert("RGB"), dtype=np.uint8)
+
+
+def load_image(path: str | Path, *, image_id: int | None = None) -> Tensor:
+    """Load any image file as RGB, with its EXIF orientation applied.
+
+    Args:
+        path: the image file.
+        image_id: the COCO image id, only to name it in errors.
+
+    Returns:
+        ``[3, H, W]`` float32 in [0, 1]; (H, W) after the EXIF transpose.
+
+    Raises:
+        DataError: the file is missing, empty, truncated, corrupt or implausibly large (PIL's
+            decompression-bomb limit); the message names the path, the image id and the problem.
+    """
+    path = Path(path)
+    name = f"{path}" + (f" (image id {image_id})" if image_id is not None else "")
+    if not path.is_file():
+        raise DataError(f"{name}: image file not found")
+    if path.stat().st_size == 0:
+        raise DataError(f"{name}: image file is empty")
+    try:
+        with warnings.catch_warnings():
+            # A decompression-bomb warning means an image so large that decoding it could exhaust memory.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()  # decode now: a truncated file must fail here, not be half-read silently
+                pixels = _to_rgb_uint8(ImageOps.exif_transpose(img))
+    except Exception as error:  # PIL raises many types (OSError, SyntaxError, ValueError, ...) for bad files
+        raise DataError(f"{name}: cannot read image ({type(error).__name__}: {error})") from error
+    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous().float().div_(255.0)
+
+
+class CocoDetection(Dataset):
+    """A COCO-format detection dataset with the paper's training and testing transforms.
+
+    Each item is ``(image, target)``: ``image`` ``[3, H, W]`` normalized and resized; ``target`` with
+    ``boxes`` ``[M, 4]`` float32 xyxy in resized pixels, ``labels`` ``[M]`` int64 contiguous class
+    indices, ``iscrowd`` ``[M]`` bool, ``ann_ids`` ``[M]`` int64 COCO annotation ids, ``image_id`` int,
+    ``orig_size`` and ``size`` ``(h, w)`` before and after resizing, and ``flipped`` bool.
+
+    Attributes:
+        coco: the pycocotools index, for COCO evaluation.
+        category_ids: COCO category id of each contiguous class index (sorted ids).
+        class_names: name of each class index.
+        num_classes: C.
+        image_ids: the images kept, in sorted id order; item ``i`` is ``image_ids[i]``.
+        num_degenerate: boxes dropped because they had no area once clipped to the image.
+        skipped_images: ids of images that failed to load under ``on_bad_image="skip"`` (recorded in
+            the process that loaded them: with DataLoader workers, in the workers).
+        num_skipped: how many times an item was replaced by the next good image.
+    """
+
+    def __init__(
+        self,
+        ann_file: str | Path,
+        image_dir: str | Path,
+        *,
+        train: bool,
+        min_size: int | tuple[int, int] = 800,
+        max_size: int = 1333,
+        flip_prob: float = 0.5,
+        on_bad_image: str = "error",
+        seed: int = 0,
+        image_ids: Sequence[int] | None = None,
+        require_annotations: bool = True,
+    ) -> None:
+        """Index the annotations; images are read lazily.
+
+        Args:
+            ann_file: COCO-format annotation JSON.
+            image_dir: folder that ``file_name`` of each image record is relative to.
+            train: training mode: random flip and multi-scale, and images without a non-crowd box
+                are dropped.
+            min_size: shorter side after resizing; ``(lo, hi)`` samples it uniformly from the
+                integers in [lo, hi] in training and uses ``hi`` in evaluation.
+            max_size: upper bound on the longer side after resizing.
+            flip_prob: horizontal flip probability (training only).
+            on_bad_image: ``"error"`` raises :class:`DataError` on an unreadable image; ``"skip"``
+                logs it and returns the next readable image.
+            seed: seed of the augmentation randomness.
+            image_ids: restrict the dataset to these image ids.
+            require_annotations: whether a file without ``annotations`` is an error.
+        """
+        if on_bad_image not in ON_BAD_IMAGE_CHOICES:
+            raise ValueError(f"on_bad_image must be one of {ON_BAD_IMAGE_CHOICES}, got {on_bad_image!r}")
+        sizes = (min_size, min_size) if isinstance(min_size, int) else tuple(min_size)
+        if len(sizes) != 2 or not all(_is_int(s) and s > 0 for s in sizes) or sizes[0] > sizes[1]:
+            raise ValueError(f"min_size must be a positive int or a (lo, hi) pair with lo <= hi, got {min_size!r}")
+        if not 0.0 <= flip_prob <= 1.0:
+            raise ValueError(f"flip_prob must be in [0, 1], got {flip_prob}")
+        self.ann_file = Path(ann_file)
+        self.image_dir = Path(image_dir)
+        if not self.image_dir.is_dir():
+            raise DataError(f"{self.image_dir}: image folder not found")
+        self.train = train
+        self.min_size_range: tuple[int, int] = sizes
+        self.max_size = max_size
+        self.flip_prob = flip_prob if train else 0.0
+        self.on_bad_image = on_bad_image
+        self.seed = seed
+        self.epoch = 0
+
+        self.coco = load_coco_annotations(self.ann_file, require_annotations=require_annotations)
+        self.category_ids: list[int] = sorted(self.coco.cats)
+        self.class_names: list[str] = [self.coco.cats[c]["name"] for c in self.category_ids]
+        self.num_classes = len(self.category_ids)
+        self.category_id_to_label: dict[int, int] = {c: i for i, c in enumerate(self.category_ids)}
+
+        candidates = sorted(self.coco.imgs) if image_ids is None else sorted(set(image_ids))
+        unknown = [i for i in candidates if i not in self.coco.imgs]
+        if unknown:
+            raise DataError(f"{self.ann_file}: image_ids not in the file: {unknown[:10]}")
+        self._build_index(candidates)
+        self.skipped_images: list[int] = []
+        self.num_skipped = 0
+        self._bad: dict[int, str] = {}
+
+    def _build_index(self, candidates: list[int]) -> None:
+        """Convert, clip and filter the boxes of ``candidates`` into flat arrays with per-image offsets."""
+        # One row per kept box: x1, y1, x2, y2, label, iscrowd, annotation id. Flat arrays rather than
+        # per-image tensors keep DataLoader workers from copying millions of small objects.
+        rows: list[tuple[float, float, float, float, int, bool, int]] = []
+        offsets, kept, degenerate_images = [0], [], []
+        for image_id in candidates:
+            width, height = self.coco.imgs[image_id]["width"], self.coco.imgs[image_id]["height"]
+            start = len(rows)
+            for ann in sorted(self.coco.imgToAnns.get(image_id, []), key=lambda a: a["id"]):
+                x, y, w, h = ann["bbox"]
+                x1, y1 = min(max(x, 0.0), width), min(max(y, 0.0), height)
+                x2, y2 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
+                if x2 <= x1 or y2 <= y1:
+                    degenerate_images.append(image_id)
+                    continue
+                # Deviation from paper: its code (maskrcnn-benchmark) drops iscrowd annotations here; we
+                # pass them on, flagged, so that assignment and statistics can decide what to do with them.
+                label = self.category_id_to_label[ann["category_id"]]
+                rows.append((x1, y1, x2, y2, label, bool(ann.get("iscrowd", 0)), ann["id"]))
+            if self.train and all(row[5] for row in rows[start:]):
+                # As the paper's code (FCOS/maskrcnn-benchmark) does: an image without a usable box
+                # contributes only negatives, and is skipped in training.
+                del rows[start:]
+                continue
+            kept.append(image_id)
+            offsets.append(len(rows))
+        self.image_ids: list[int] = kept
+        columns = list(zip(*rows)) if rows else [()] * 7
+        self._boxes = np.asarray(columns[:4], dtype=np.float32).T.reshape(-1, 4)
+        self._labels = np.asarray(columns[4], dtype=np.int64)
+        self._crowd = np.asarray(columns[5], dtype=bool)
+        self._ann_ids = np.asarray(columns[6], dtype=np.int64)
+        self._offsets = np.asarray(offsets, dtype=np.int64)
+        self.num_degenerate = len(degenerate_images)
+        if degenerate_images:
+            images = list(dict.fromkeys(degenerate_images))
+            more = f" and {len(images) - 10} more" if len(images) > 10 else ""
+            logger.warning(
+                "%s: dropped %d degenerate boxes (images %s%s)",
+                self.ann_file.name, self.num_degenerate, ", ".join(map(str, images[:10])), more,
+            )
+        if len(kept) < len(candidates):
+            n_left_out = len(candidates) - len(kept)
+            logger.info("%s: %d images without a non-crowd box left out of training", self.ann_file.name, n_left_out)
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the augmentation randomness; call before iterating (non-persistent workers copy it)."""
+        self.epoch = epoch
+
+    def label_to_category_id(self, labels: Tensor) -> Tensor:
+        """Map contiguous class indices ``[...]`` (int64) to COCO category ids ``[...]`` (int64)."""
+        table = torch.as_tensor(self.category_ids, dtype=torch.int64, device=labels.device)
+        return table[labels.long()]
+
+    def _generator(self, index: int) -> torch.Generator:
+        """The random stream of item ``index`` in the current epoch, independent of worker layout."""
+        state = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(2, dtype=np.uint32)
+        return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+    def _load(self, index: int) -> Tensor:
+        """Read image ``index`` as ``[3, H, W]`` in [0, 1], checking it matches its record's size."""
+        image_id = self.image_ids[index]
+        if image_id in self._bad:
+            raise DataError(self._bad[image_id])
+        record = self.coco.imgs[image_id]
+        path = self.image_dir / record["file_name"]
+        try:
+            image = load_image(path, image_id=image_id)
+            height, width = image.shape[-2:]
+            if (height, width) != (record["height"], record["width"]):
+                # The boxes were clipped to the recorded size; a mismatch means they are in another frame.
+                raise DataError(
+                    f"{path} (image id {image_id}): image is {width}x{height} (after EXIF orientation) "
+                    f"but {self.ann_file.name} records {record['width']}x{record['height']}"
+                )
+        except DataError as error:
+            self._bad[image_id] = str(error)
+            raise
+        return image
+
+    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Any]]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} images")
+        index %= len(self)
+        for step in range(len(self)):
+            candidate = (index + step) % len(self)
+            try:
+                image = self._load(candidate)
+            except DataError as error:
+                if self.on_bad_image == "error":
+                    raise
+                self.num_skipped += 1
+                image_id = self.image_ids[candidate]
+                if image_id not in self.skipped_images:
+                    self.skipped_images.append(image_id)
+                    logger.warning("skipping unreadable image: %s", error)
+                continue
+            return self._transform(candidate, image)
+        raise DataError(f"{self.ann_file}: no image of the {len(self)} in {self.image_dir} could be read")
+
+    def _transform(self, index: int, image: Tensor) -> tuple[Tensor, dict[str, Any]]:
+        """Flip (training), normalize and resize image ``index`` and its boxes."""
+        start, stop = int(self._offsets[index]), int(self._offsets[index + 1])
+        boxes = torch.from_numpy(self._boxes[start:stop].copy())
+        orig_size = (int(image.shape[-2]), int(image.shape[-1]))
+        generator = self._generator(index)
+        flipped = False
+        if self.train:
+            # Both draws happen every time, so the size drawn does not depend on flip_prob.
+            flipped = bool(torch.rand((), generator=generator) < self.flip_prob)
+            lo, hi = self.min_size_range
+            min_size = int(torch.randint(lo, hi + 1, (), generator=generator))
+        else:
+            min_size = self.min_size_range[1]
+        if flipped:
+            image, boxes = hflip(image, boxes)
+        image = resize_image(normalize(image), min_size, self.max_size)
+        size = (int(image.shape[-2]), int(image.shape[-1]))
+        boxes = resize_boxes(boxes, orig_size, size)
+        target = {
+            "boxes": boxes,
+            "labels": torch.from_numpy(self._labels[start:stop].copy()),
+            "iscrowd": torch.from_numpy(self._crowd[start:stop].copy()),
+            "ann_ids": torch.from_numpy(self._ann_ids[start:stop].copy()),
+            "image_id": self.image_ids[index],
+            "orig_size": orig_size,
+            "size": size,
+            "flipped": flipped,
+        }
+        return image, target
+
+
+def collate(
+    batch: Sequence[tuple[Tensor, dict[str, Any]]], size_divisible: int = 32
+) -> tuple[ImageBatch, list[dict[str, Any]]]:
+    """Pad a list of ``(image [3, H_i, W_i], target)`` into an :class:`ImageBatch` ``[B, 3, H, W]``.
+
+    Use ``functools.partial(collate, size_divisible=...)`` as a DataLoader ``collate_fn`` for another
+    divisor (128 when P7 must tile the image exactly).
+    """
+    images = [image for image, _ in batch]
+    targets = [target for _, target in batch]
+    tensors = pad_batch(images, size_divisible)
+    return ImageBatch(
+        tensors=tensors,
+        image_sizes=tuple(tuple(t["size"]) for t in targets),
+        original_sizes=tuple(tuple(t["orig_size"]) for t in targets),
+    ), targets

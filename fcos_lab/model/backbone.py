@@ -1,0 +1,118 @@
+"""Backbones from ``torchvision.models`` (Section 4 "Training Details", Table 5).
+
+ResNet-18/34/50/101 and ResNeXt-101 32x8d / 64x4d with frozen BatchNorm and, as in Detectron's
+training settings the paper follows, the stem and the first stage frozen. Pretrained weights come
+only from a local torchvision state-dict file (``.pth`` read with ``weights_only=True`` or
+``.safetensors``); nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision import models
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from fcos_lab.errors import CheckpointError
+
+BACKBONES = {
+    "resnet18": models.resnet18,
+    "resnet34": models.resnet34,
+    "resnet50": models.resnet50,
+    "resnet101": models.resnet101,
+    "resnext101_32x8d": models.resnext101_32x8d,
+    "resnext101_64x4d": models.resnext101_64x4d,
+}
+
+
+def stage_channels(resnet: models.ResNet) -> list[int]:
+    """Output channels of C3, C4 and C5."""
+    return [
+        getattr(resnet, name)[-1].conv3.out_channels
+        if hasattr(getattr(resnet, name)[-1], "conv3")
+        else getattr(resnet, name)[-1].conv2.out_channels
+        for name in ("layer2", "layer3", "layer4")
+    ]
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``.safetensors`` or a ``.pth`` file without unpickling code.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, or carries anything but tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights file not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to parse is the file's fault
+        raise CheckpointError(f"{path}: cannot be read as weights without running code ({exc})") from None
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: expected a state dict of tensors")
+    return state
+
+
+def build_resnet(name: str, pretrained: str | None = None, frozen_stages: int = 1) -> models.ResNet:
+    """A torchvision ResNet/ResNeXt with frozen BatchNorm, optionally loaded from a local file.
+
+    Args:
+        name: one of :data:`BACKBONES`.
+        pretrained: path of a torchvision ImageNet state dict for this architecture, or None.
+        frozen_stages: 0 freezes nothing; k >= 1 freezes the stem and ``layer1..layer{k}``
+            (Detectron's FREEZE_AT=2, used by the paper, is ``frozen_stages=1``).
+    """
+    if name not in BACKBONES:
+        raise CheckpointError(f"unknown backbone {name!r}; valid: {', '.join(BACKBONES)}")
+    if not 0 <= frozen_stages <= 4:
+        raise ValueError(f"frozen_stages must be in 0..4 (stem + layer1..layer4), got {frozen_stages}")
+    # Deviation from paper: none in spirit; Detectron freezes BN statistics and affine terms, as
+    # FrozenBatchNorm2d does. With random init the statistics stay at mean 0 / var 1.
+    resnet = BACKBONES[name](weights=None, norm_layer=FrozenBatchNorm2d)
+    if pretrained:
+        state = load_state_dict_file(pretrained)
+        # torchvision's ImageNet weights come from nn.BatchNorm2d, whose ``num_batches_tracked`` counters
+        # FrozenBatchNorm2d neither has nor needs; they are not a sign of another architecture.
+        state = {k: v for k, v in state.items() if not k.startswith("fc.") and not k.endswith(".num_batches_tracked")}
+        own = resnet.state_dict()
+        missing = sorted(k for k in own if k not in state and not k.startswith("fc."))
+        mismatched = sorted(k for k in state if k in own and state[k].shape != own[k].shape)
+        unexpected = sorted(k for k in state if k not in own)
+        if missing or mismatched or unexpected:
+            raise CheckpointError(
+                f"{pretrained}: not a torchvision {name} state dict "
+                f"(missing {missing[:3]}, mismatched shapes {mismatched[:3]}, unexpected {unexpected[:3]})"
+            )
+        resnet.load_state_dict(state, strict=False)
+    del resnet.fc, resnet.avgpool
+    if frozen_stages >= 1:
+        for module in [resnet.conv1, resnet.bn1] + [getattr(resnet, f"layer{i}") for i in range(1, frozen_stages + 1)]:
+            for param in module.parameters():
+                param.requires_grad_(False)
+    return resnet
+
+
+class ResNetBody(nn.Module):
+    """Runs a torchvision ResNet and returns C3, C4, C5 (strides 8, 16, 32)."""
+
+    def __init__(self, resnet: models.ResNet) -> None:
+        super().__init__()
+        self.conv1, self.bn1, self.relu, self.maxpool = resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4
+        self.out_channels = stage_channels(resnet)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        c2 = self.layer1(x)
+        c3 = self.layer2(c2)
+        c4 = self.layer3(c3)
+        c5 = self.layer4(c4)
+        return [c3, c4, c5]

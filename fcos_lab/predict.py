@@ -1,0 +1,186 @@
+"""Prediction: images in, detections out (Section 3.1 "Inference", Section 4 "Inference Details")."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from fcos_lab.config import Config
+from fcos_lab.data.transforms import ImageBatch, preprocess
+from fcos_lab.errors import DataError
+from fcos_lab.model.detector import FCOS, FCOSOutput
+from fcos_lab.postprocess import Detections, postprocess
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def postprocess_output(
+    output: FCOSOutput, batch: ImageBatch, config: Config, oracle_centerness: Tensor | None = None
+) -> list[Detections]:
+    """Post-process a model output and map boxes back to each image's original size."""
+    p = config.postprocess
+    detections = postprocess(
+        output.cls_logits,
+        output.box_regression,
+        output.centerness_logits,
+        output.locations,
+        batch.image_sizes,
+        score_thresh=p.score_thresh,
+        threshold_on=p.threshold_on,
+        pre_nms_topk=p.pre_nms_topk,
+        nms_thresh=p.nms_thresh,
+        max_detections=p.max_detections,
+        centerness_mode=p.centerness_mode,
+        score_sqrt=p.score_sqrt,
+        class_agnostic_nms=p.class_agnostic_nms,
+        oracle_centerness=oracle_centerness,
+    )
+    return [d.rescaled(size, orig) for d, size, orig in zip(detections, batch.image_sizes, batch.original_sizes)]
+
+
+@torch.no_grad()
+def detect(model: FCOS, config: Config, images: list[Tensor]) -> list[Detections]:
+    """Detect objects in raw images ``[3, H, W]`` (float in [0, 1]); boxes in each image's own pixels."""
+    device = next(model.parameters()).device
+    batch = preprocess(images, config.input.min_size, config.input.max_size, config.input.size_divisible)
+    batch = batch.to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        output = model(batch.tensors)
+    finally:
+        model.train(was_training)
+    return postprocess_output(output, batch, config)
+
+
+def detections_to_coco(
+    detections: Detections, image_id: int, category_ids: list[int] | None = None
+) -> list[dict[str, Any]]:
+    """COCO results records of one image, with fcos_lab's extra fields.
+
+    Each record has ``image_id``, ``category_id`` (the file's id), ``bbox`` ``[x, y, w, h]``, ``score``,
+    and ``level`` (FPN level), ``location`` ``[x, y]``, ``cls_score`` and ``centerness``.
+    """
+    table = category_ids or None
+    boxes = detections.boxes.detach().cpu()
+    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
+    labels = detections.labels.tolist()
+    return [
+        {
+            "image_id": int(image_id),
+            "category_id": int(table[label]) if table else int(label),
+            "bbox": [round(v, 3) for v in box],
+            "score": round(float(score), 6),
+            "level": int(level),
+            "location": [round(float(v), 2) for v in location],
+            "cls_score": round(float(cls), 6),
+            "centerness": round(float(ctr), 6),
+        }
+        for box, label, score, level, location, cls, ctr in zip(
+            xywh,
+            labels,
+            detections.scores.tolist(),
+            detections.levels.tolist(),
+            detections.locations.tolist(),
+            detections.cls_scores.tolist(),
+            detections.centerness.tolist(),
+        )
+    ]
+
+
+@torch.no_grad()
+def predict_dataset(
+    model: FCOS,
+    config: Config,
+    dataset: Any,
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int = 4,
+    num_workers: int = 0,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Run the model over a :class:`~fcos_lab.data.coco.CocoDetection` (test mode) and return COCO results."""
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from fcos_lab.data.coco import collate
+
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=functools.partial(collate, size_divisible=config.input.size_divisible),
+    )
+    was_training = model.training
+    model.eval()
+    results: list[dict[str, Any]] = []
+    try:
+        for batch, targets in tqdm(loader, disable=not progress, desc="predict"):
+            batch = batch.to(device)
+            output = model(batch.tensors)
+            for det, target in zip(postprocess_output(output, batch, config), targets):
+                results.extend(detections_to_coco(det, target["image_id"], dataset.category_ids))
+    finally:
+        model.train(was_training)
+    return results
+
+
+def list_images(inputs: list[str | Path]) -> list[Path]:
+    """Image files named directly or found (non-recursively) in the folders given, sorted."""
+    paths: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            paths.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise DataError(f"{path}: no such image file or folder")
+    if not paths:
+        raise DataError(f"no images found in {', '.join(map(str, inputs))} (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return paths
+
+
+def predict_images(
+    model: FCOS,
+    config: Config,
+    inputs: list[str | Path],
+    out_dir: str | Path,
+    *,
+    class_names: list[str] | None = None,
+    category_ids: list[int] | None = None,
+    device: torch.device | str = "cpu",
+    render: bool = True,
+    render_thresh: float = 0.3,
+) -> Path:
+    """Detect objects in image files or folders; write ``detections.json`` and rendered images to ``out_dir``.
+
+    Records carry ``file_name`` and a running ``image_id``; returns the path of ``detections.json``.
+    """
+    from fcos_lab.data.coco import load_image
+    from fcos_lab.evaluate import save_detections
+    from fcos_lab.viz.draw import draw_detections
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = model.to(device)
+    records: list[dict[str, Any]] = []
+    for image_id, path in enumerate(list_images(inputs), start=1):
+        image = load_image(path)
+        det = detect(model, config, [image])[0].to("cpu")
+        for record in detections_to_coco(det, image_id, category_ids):
+            record["file_name"] = path.name
+            records.append(record)
+        if render:
+            keep = det.scores >= render_thresh
+            picture = draw_detections(
+                image, det.boxes[keep], det.labels[keep], det.scores[keep], class_names,
+                levels=det.levels[keep],
+            )
+            picture.save(out_dir / f"{path.stem}_detections.jpg", quality=90)
+    return save_detections(out_dir / "detections.json", records)

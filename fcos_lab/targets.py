@@ -1,0 +1,224 @@
+"""Target assignment: which locations are positive and what they regress (Sections 3.1, 3.2, 3.3).
+
+A location is a candidate for a ground-truth box when it falls inside the box (Section 3.1), the
+largest of its regression distances lies in its level's size range (Section 3.2,
+``m_{i-1} <= max(l*, t*, r*, b*) <= m_i``), and, with center sampling (Table 3), it lies within
+``radius * stride`` of the box center. A location with several candidates is an *ambiguous sample*
+and regresses the box of minimal area. Crowd boxes and padding are never assigned.
+
+Everything is computed for the whole batch at once on padded ground truth (no Python loop over
+images or boxes), and the intermediate masks are returned so that the paper's statistics
+(best possible recall, ambiguous samples) reuse this exact code.
+
+Glossary: B images, P locations over all levels, M ground-truth boxes (padded), L levels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from fcos_lab.boxes import centerness_from_ltrb, encode_ltrb
+from fcos_lab.errors import InputError
+from fcos_lab.points import Locations
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """Padded ground truth of a batch.
+
+    Attributes:
+        boxes: ``[B, M, 4]`` xyxy, absolute pixels of the (resized) input image.
+        labels: ``[B, M]`` contiguous class indices ``0..C-1``.
+        valid: ``[B, M]`` False for padding.
+        crowd: ``[B, M]`` True for ``iscrowd`` regions, which are never assigned.
+    """
+
+    boxes: Tensor
+    labels: Tensor
+    valid: Tensor
+    crowd: Tensor
+
+    def to(self, device: torch.device | str) -> "GroundTruth":
+        return GroundTruth(*(t.to(device, non_blocking=True) for t in (self.boxes, self.labels, self.valid, self.crowd)))
+
+
+def pad_ground_truth(
+    boxes_per_image: Sequence[Tensor],
+    labels_per_image: Sequence[Tensor],
+    crowd_per_image: Sequence[Tensor] | None = None,
+) -> GroundTruth:
+    """Pad per-image boxes ``[M_i, 4]`` and labels ``[M_i]`` into a :class:`GroundTruth` with M = max M_i.
+
+    Raises:
+        InputError: for boxes of the wrong shape or dtype, non-finite coordinates, or
+            labels that do not match the boxes.
+    """
+    if len(boxes_per_image) != len(labels_per_image):
+        raise InputError(f"got {len(boxes_per_image)} box tensors but {len(labels_per_image)} label tensors")
+    num_images = len(boxes_per_image)
+    if crowd_per_image is None:
+        crowd_per_image = [torch.zeros(len(b), dtype=torch.bool) for b in boxes_per_image]
+    max_boxes = max([len(b) for b in boxes_per_image] + [0])
+    device = boxes_per_image[0].device if num_images else torch.device("cpu")
+    boxes = torch.zeros((num_images, max_boxes, 4), dtype=torch.float32, device=device)
+    labels = torch.zeros((num_images, max_boxes), dtype=torch.int64, device=device)
+    valid = torch.zeros((num_images, max_boxes), dtype=torch.bool, device=device)
+    crowd = torch.zeros((num_images, max_boxes), dtype=torch.bool, device=device)
+    for i, (b, lab, cr) in enumerate(zip(boxes_per_image, labels_per_image, crowd_per_image)):
+        if not isinstance(b, Tensor) or b.ndim != 2 or b.shape[-1] != 4 or not b.is_floating_point():
+            shape = list(b.shape) if isinstance(b, Tensor) else type(b).__name__
+            raise InputError(f"boxes of image {i}: expected a float tensor [M, 4] (xyxy), got {shape}")
+        if not isinstance(lab, Tensor) or lab.shape != (len(b),) or lab.is_floating_point():
+            shape = list(lab.shape) if isinstance(lab, Tensor) else type(lab).__name__
+            raise InputError(f"labels of image {i}: expected an integer tensor [{len(b)}], got {shape}")
+        if len(b) and not torch.isfinite(b).all():
+            raise InputError(f"boxes of image {i}: NaN or infinite coordinates in {b[~torch.isfinite(b).all(1)].tolist()}")
+        m = len(b)
+        boxes[i, :m] = b
+        labels[i, :m] = lab
+        valid[i, :m] = True
+        crowd[i, :m] = cr.bool()
+    return GroundTruth(boxes, labels, valid, crowd)
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """The result of :func:`assign` for a batch.
+
+    Attributes:
+        labels: ``[B, P]`` class index of each location, -1 for background.
+        matched_gt: ``[B, P]`` index into M of the box each location regresses, -1 for background.
+        box_targets: ``[B, P, 4]`` l*, t*, r*, b* (Eq. 1), divided by the stride when asked; zero on background.
+        centerness_targets: ``[B, P]`` Eq. (3); zero on background.
+        positive: ``[B, P]`` ``labels >= 0``.
+        inside_box: ``[B, P, M]`` the location falls strictly inside the box.
+        in_size_range: ``[B, P, M]`` max(l*, t*, r*, b*) is in the location's level range.
+        in_center_region: ``[B, P, M]`` within ``radius * stride`` of the center (all True when radius = 0).
+        candidates: ``[B, P, M]`` all three, for valid non-crowd boxes.
+        num_candidates: ``[B, P]`` how many boxes a location could regress; > 1 means ambiguous.
+    """
+
+    labels: Tensor
+    matched_gt: Tensor
+    box_targets: Tensor
+    centerness_targets: Tensor
+    positive: Tensor
+    inside_box: Tensor
+    in_size_range: Tensor
+    in_center_region: Tensor
+    candidates: Tensor
+    num_candidates: Tensor
+
+
+def size_ranges_per_location(locations: Locations, size_ranges: Sequence[tuple[float, float]]) -> Tensor:
+    """``[P, 2]`` (m_{i-1}, m_i) of each location's level."""
+    if len(size_ranges) != len(locations.num_per_level):
+        raise InputError(f"{len(size_ranges)} size ranges for {len(locations.num_per_level)} levels")
+    table = torch.tensor([[float(lo), float(hi)] for lo, hi in size_ranges], device=locations.points.device)
+    return table[locations.level_index]
+
+
+def assign(
+    locations: Locations,
+    gt: GroundTruth,
+    size_ranges: Sequence[tuple[float, float]] = ((0, 64), (64, 128), (128, 256), (256, 512), (512, math.inf)),
+    *,
+    size_range_inclusive: bool = True,
+    center_sampling_radius: float = 0.0,
+    normalize_by_stride: bool = False,
+    area_tiebreak_float32: bool = False,
+) -> Assignment:
+    """Assign every location of every image to a ground-truth box or to background.
+
+    Args:
+        locations: the location grid (:func:`fcos_lab.points.make_locations`).
+        gt: padded ground truth, boxes in the coordinates of the input image.
+        size_ranges: ``(m_{i-1}, m_i)`` per level (Section 3.2); ``((0, inf),)`` with one level = no FPN.
+        size_range_inclusive: paper/official code ``m_{i-1} <= max <= m_i``; False gives torchvision's
+            strict ``m_{i-1} < max < m_i``.
+        center_sampling_radius: Table 3 "ctr. sampling": only locations within ``radius * stride`` of the
+            box center (and inside the box) are candidates; 0 turns it off.
+        normalize_by_stride: divide the regression targets by the level stride (Table 3 "Normalization").
+        area_tiebreak_float32: pick the minimal area through float32 ``1e8 - area`` as torchvision does
+            (areas closer than float32 resolution at 1e8 then tie and the first box wins).
+
+    Returns:
+        An :class:`Assignment`; see its attributes for shapes.
+    """
+    boxes, gt_labels = gt.boxes, gt.labels
+    if boxes.ndim != 3 or boxes.shape[-1] != 4:
+        raise InputError(f"gt.boxes: expected [B, M, 4] xyxy, got {list(boxes.shape)}")
+    num_images, num_boxes, _ = boxes.shape
+    points, strides = locations.points, locations.strides
+    num_points = points.shape[0]
+
+    # [B, P, M] distances of Eq. (1), one tensor per side so that [B, P, M, 4] is never needed at once.
+    x = points[None, :, 0, None]
+    y = points[None, :, 1, None]
+    x0, y0, x1, y1 = (boxes[:, None, :, k] for k in range(4))
+    left, top, right, bottom = x - x0, y - y0, x1 - x, y1 - y
+    inside_box = torch.minimum(torch.minimum(left, top), torch.minimum(right, bottom)) > 0
+    max_distance = torch.maximum(torch.maximum(left, top), torch.maximum(right, bottom))
+
+    ranges = size_ranges_per_location(locations, size_ranges)
+    lower, upper = ranges[None, :, 0, None], ranges[None, :, 1, None]
+    if size_range_inclusive:
+        in_size_range = (max_distance >= lower) & (max_distance <= upper)
+    else:
+        in_size_range = (max_distance > lower) & (max_distance < upper)
+
+    if center_sampling_radius > 0:
+        radius = (center_sampling_radius * strides)[None, :, None]
+        center_x = (x0 + x1) / 2
+        center_y = (y0 + y1) / 2
+        in_center_region = torch.maximum((x - center_x).abs(), (y - center_y).abs()) < radius
+    else:
+        in_center_region = torch.ones_like(inside_box)
+
+    usable = (gt.valid & ~gt.crowd)[:, None, :]
+    candidates = inside_box & in_size_range & in_center_region & usable
+    num_candidates = candidates.sum(dim=2)
+
+    # Minimal-area rule for ambiguous samples (Section 3.1).
+    areas = ((boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1]))[:, None, :]
+    if num_boxes == 0:
+        matched_gt = torch.full((num_images, num_points), -1, dtype=torch.int64, device=points.device)
+    elif area_tiebreak_float32:
+        key = candidates.to(torch.float32) * (1e8 - areas.to(torch.float32))
+        best, matched_gt = key.max(dim=2)
+        matched_gt = torch.where(best < 1e-5, -1, matched_gt)
+    else:
+        key = torch.where(candidates, areas, torch.full_like(areas, math.inf))
+        matched_gt = torch.where(num_candidates > 0, key.argmin(dim=2), -1)
+
+    positive = matched_gt >= 0
+    safe_index = matched_gt.clamp(min=0)
+    if num_boxes == 0:
+        matched_boxes = torch.zeros((num_images, num_points, 4), dtype=boxes.dtype, device=boxes.device)
+        labels = torch.full_like(matched_gt, -1)
+    else:
+        matched_boxes = boxes.gather(1, safe_index[..., None].expand(-1, -1, 4))
+        labels = torch.where(positive, gt_labels.gather(1, safe_index), -1)
+    box_targets = encode_ltrb(points[None], matched_boxes)
+    centerness_targets = torch.where(positive, centerness_from_ltrb(box_targets), 0.0)
+    if normalize_by_stride:
+        box_targets = box_targets / strides[None, :, None]
+    box_targets = torch.where(positive[..., None], box_targets, 0.0)
+
+    return Assignment(
+        labels=labels,
+        matched_gt=matched_gt,
+        box_targets=box_targets,
+        centerness_targets=centerness_targets,
+        positive=positive,
+        inside_box=inside_box,
+        in_size_range=in_size_range,
+        in_center_region=in_center_region,
+        candidates=candidates,
+        num_candidates=num_candidates,
+    )

@@ -1,0 +1,70 @@
+"""The fcos-lab command line: help, errors as one line with exit code 2, the quick demo end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fcos_lab.cli import main
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("demo", "train", "eval", "predict", "stats", "presets"):
+        assert command in out
+
+
+def test_unknown_preset_is_a_clear_error(capsys, tmp_path):
+    assert main(["train", "--preset", "fcos_nope", "--run-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown preset 'fcos_nope'" in err and "fcos_r50_fpn_1x" in err and "Traceback" not in err
+
+
+def test_bad_override_names_choices(capsys, tmp_path):
+    assert main(["train", "--run-dir", str(tmp_path), "model.head_norm=batch"]) == 2
+    err = capsys.readouterr().err
+    assert "model.head_norm" in err and "gn" in err and "none" in err
+
+
+def test_missing_annotation_file(capsys, tmp_path):
+    assert main(["eval", "--ann", str(tmp_path / "nope.json"), "--detections", str(tmp_path / "d.json")]) == 2
+    assert "d.json" in capsys.readouterr().err
+
+
+def test_demo_quick_then_predict_and_eval(tmp_path):
+    out = tmp_path / "demo"
+    cmd = [sys.executable, "-m", "fcos_lab.cli"]
+    done = subprocess.run(cmd + ["demo", "--quick", "--out", str(out), "--device", "cpu"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "AP50" in done.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    for path in summary["files"].values():
+        assert (tmp_path / path).exists() or __import__("pathlib").Path(path).exists(), path
+    assert list((out / "run" / "samples").glob("*.png"))
+
+    pred = tmp_path / "pred"
+    done = subprocess.run(
+        cmd + ["predict", "--checkpoint", str(out / "run"), str(out / "synthetic" / "val"), "--out", str(pred),
+               "--device", "cpu", "--set", "postprocess.score_thresh=0.0"],
+        capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = json.loads((pred / "detections.json").read_text())
+    assert records and {"file_name", "bbox", "score", "level", "centerness"} <= records[0].keys()
+    assert list(pred.glob("*_detections.jpg"))
+
+    done = subprocess.run(
+        cmd + ["eval", "--checkpoint", str(out / "run" / "model_final.pt"), "--ann",
+               str(out / "synthetic" / "annotations" / "instances_val.json"), "--images", str(out / "synthetic" / "val"),
+               "--out", str(tmp_path / "eval"), "--device", "cpu"],
+        capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert "AP50" in metrics

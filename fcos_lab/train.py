@@ -362,7 +362,7 @@ def train(
         loss = losses["loss"]
         if not bool(torch.isfinite(loss)):
             bad_steps += 1
-            logger.warning("iteration %d: non-finite loss %s; step skipped", iteration, {k: float(v) for k, v in losses.items()})
+            logger.warning("iteration %d: non-finite loss %s; step skipped", iteration, {k: float(v.detach()) for k, v in losses.items()})
             optimizer.zero_grad(set_to_none=True)
             if bad_steps >= t.max_bad_steps:
                 bar.close()

@@ -43,6 +43,10 @@ class ModelConfig:
     learnable_scale: bool = True  # Section 3.2: exp(s_i x) with a trainable scalar per level (Table 8 "Scalar")
     prior_prob: float = 0.01  # Section 4: classification bias init as in RetinaNet
     strides: tuple[int, ...] = (8, 16, 32, 64, 128)  # Section 3.2: P3..P7
+    detector: Literal["fcos", "anchor"] = "fcos"  # "anchor": the RetinaNet / RPN baselines of Tables 3, 6, 8
+    anchor_sizes: tuple[float, ...] = (32, 64, 128, 256, 512)  # RetinaNet: 4 x stride per level
+    anchor_scales: tuple[float, ...] = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))  # 3 scales per octave (#A=9 with 3 ratios)
+    anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)  # h / w
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,9 @@ class AssignConfig:
     location_offset: Literal["half_stride", "zero"] = "half_stride"  # Section 3.1: floor(s/2) + x*s
     stride_from_image: bool = False  # torchvision quirk: stride = padded_size // grid_size for location centers
     area_tiebreak_float32: bool = False  # torchvision quirk: minimal area picked through float32 (1e8 - area)
+    anchor_pos_iou: float = 0.5  # RetinaNet: positive at IoU >= 0.5 (RPN: 0.7)
+    anchor_neg_iou: float = 0.4  # RetinaNet: negative below 0.4 (RPN: 0.3); ignored in between
+    anchor_low_quality: Literal["none", "0.4", "all"] = "0.4"  # Table 1's rules; Detectron's RetinaNet keeps >= 0.4
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,9 @@ class LossConfig:
     box_loss_weight: float = 1.0  # Eq. 2: lambda = 1
     centerness_weighted_box_loss: bool = False  # improved version: box loss weighted by center-ness targets
     iou_smooth: float = 0.0  # official code adds 1 to intersection and union; the paper's -ln(IoU) has none
+    smooth_l1_beta: float = 0.11  # anchor baselines: smooth-L1 on box deltas (Detectron RetinaNet 0.11, RPN 1/9)
+    anchor_sample_size: int = 0  # RPN: anchors sampled per image for a BCE loss (256); 0 = focal loss on all
+    anchor_sample_positive_fraction: float = 0.5  # RPN: at most half of the sample positive
 
 
 @dataclass(frozen=True)
@@ -132,6 +142,7 @@ class DataConfig:
     synthetic_num_train: int = 400
     synthetic_num_val: int = 100
     synthetic_image_size: int = 320
+    class_agnostic: bool = False  # Section 5: one "object" class for region proposals
 
 
 @dataclass(frozen=True)
@@ -224,6 +235,43 @@ _FCOS_DEMO = _derive(
     data={"synthetic_image_size": 256},
 )
 
+
+# Table 3 row 1 / Table 8 "#A=9": RetinaNet with the same backbone, FPN (P6/P7 from C5) and towers, no GN,
+# NMS 0.5, focal loss and smooth-L1 (beta 0.11) on box deltas, Detectron's IoU matching (0.5 / 0.4, with
+# low-quality matches of IoU >= 0.4).
+_RETINANET = _derive(
+    _FCOS_R50_C5,
+    "retinanet_r50_fpn_1x",
+    model={"detector": "anchor", "centerness_on": "none", "learnable_scale": False},
+    postprocess={"centerness_mode": "none"},
+    train={"grad_clip": 0.0},
+)
+# Table 8 "#A=1": one square anchor per location.
+_RETINANET_1A = _derive(
+    _RETINANET, "retinanet_r50_fpn_1x_1anchor", model={"anchor_scales": (1.0,), "anchor_ratios": (1.0,)}
+)
+# Section 5 / Table 6: FCOS as a class-agnostic region proposal network; proposals as in FPN's RPN
+# (1000 per level before NMS at 0.7, 1000 per image after).
+_PROPOSALS = {"pre_nms_topk": 1000, "max_detections": 1000, "nms_thresh": 0.7, "class_agnostic_nms": True}
+_FCOS_RPN = _derive(
+    _FCOS_R50_FPN_1X, "fcos_rpn_r50_fpn_1x", model={"num_classes": 1}, data={"class_agnostic": True},
+    postprocess=_PROPOSALS,
+)
+# Table 6 "RPN w/ FPN & GN (ReImpl.)": 3 anchors per location (one size per level, ratios 0.5/1/2),
+# IoU 0.7 / 0.3 with all low-quality matches, 256 anchors sampled per image, BCE + smooth-L1 (beta 1/9).
+_RPN = _derive(
+    _FCOS_R50_FPN_1X,
+    "rpn_r50_fpn_gn_1x",
+    # Deviation from paper: FPN's RPN uses P2-P6 with a single 3x3 conv; we keep this project's P3-P7 and a
+    # one-conv GN tower so the backbone and FPN are the ones FCOS uses.
+    model={"detector": "anchor", "num_classes": 1, "centerness_on": "none", "learnable_scale": False,
+           "anchor_scales": (1.0,), "head_num_convs": 1},
+    assign={"anchor_pos_iou": 0.7, "anchor_neg_iou": 0.3, "anchor_low_quality": "all"},
+    loss={"anchor_sample_size": 256, "smooth_l1_beta": 1 / 9},
+    data={"class_agnostic": True},
+    postprocess={**_PROPOSALS, "centerness_mode": "none"},
+)
+
 PRESETS: dict[str, Config] = {
     c.name: c
     for c in (
@@ -245,6 +293,10 @@ PRESETS: dict[str, Config] = {
             train=_TABLE5_TRAIN,
         ),
         _FCOS_TORCHVISION,
+        _RETINANET,
+        _RETINANET_1A,
+        _FCOS_RPN,
+        _RPN,
         _FCOS_DEMO,
     )
 }

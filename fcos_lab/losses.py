@@ -118,7 +118,7 @@ def fcos_loss(
         loss_box = (per_location * pos_float).sum() / num_pos
 
     if inputs.centerness_logits is None:
-        loss_centerness = inputs.cls_logits.sum() * 0.0
+        loss_centerness = inputs.cls_logits.new_zeros((), dtype=torch.float32)
     else:
         bce = F.binary_cross_entropy_with_logits(
             inputs.centerness_logits.float(), inputs.centerness_targets.float(), reduction="none"

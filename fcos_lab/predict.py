@@ -12,6 +12,8 @@ from torch import Tensor
 from fcos_lab.config import Config
 from fcos_lab.data.transforms import ImageBatch, preprocess
 from fcos_lab.errors import DataError
+from fcos_lab.anchor_losses import decode_to_ltrb
+from fcos_lab.model.anchor_detector import AnchorOutput
 from fcos_lab.model.detector import FCOS, FCOSOutput
 from fcos_lab.postprocess import Detections, postprocess
 
@@ -19,14 +21,24 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def postprocess_output(
-    output: FCOSOutput, batch: ImageBatch, config: Config, oracle_centerness: Tensor | None = None
+    output: FCOSOutput | AnchorOutput, batch: ImageBatch, config: Config, oracle_centerness: Tensor | None = None
 ) -> list[Detections]:
-    """Post-process a model output and map boxes back to each image's original size."""
+    """Post-process a model output and map boxes back to each image's original size.
+
+    Anchor-based outputs are decoded first and expressed as distances from the anchor centers, so the
+    same thresholding, top-k and NMS apply (their center-ness is 1).
+    """
     p = config.postprocess
+    if isinstance(output, AnchorOutput):
+        box_regression, centerness_logits = decode_to_ltrb(output.box_deltas, output.anchors), None
+        centerness_mode = "none"
+    else:
+        box_regression, centerness_logits = output.box_regression, output.centerness_logits
+        centerness_mode = p.centerness_mode
     detections = postprocess(
         output.cls_logits,
-        output.box_regression,
-        output.centerness_logits,
+        box_regression,
+        centerness_logits,
         output.locations,
         batch.image_sizes,
         score_thresh=p.score_thresh,
@@ -34,7 +46,7 @@ def postprocess_output(
         pre_nms_topk=p.pre_nms_topk,
         nms_thresh=p.nms_thresh,
         max_detections=p.max_detections,
-        centerness_mode=p.centerness_mode,
+        centerness_mode=centerness_mode,
         score_sqrt=p.score_sqrt,
         class_agnostic_nms=p.class_agnostic_nms,
         oracle_centerness=oracle_centerness,
@@ -92,6 +104,20 @@ def detections_to_coco(
     ]
 
 
+def oracle_centerness(output: FCOSOutput, targets: list[dict[str, Any]], config: Config) -> Tensor:
+    """Ground-truth center-ness targets (Eq. 3) at every location, 0 where no box is assigned.
+
+    The "oracle" of Table 4's discussion: the test-time score uses the center-ness the location should
+    have predicted. It needs the ground truth, so it exists for evaluation only.
+    """
+    from fcos_lab.targets import pad_ground_truth
+    from fcos_lab.train import assign_for_output
+
+    device = output.cls_logits.device
+    gt = pad_ground_truth([t["boxes"] for t in targets], [t["labels"] for t in targets], [t["iscrowd"] for t in targets])
+    return assign_for_output(output, gt.to(device), config).centerness_targets
+
+
 @torch.no_grad()
 def predict_dataset(
     model: FCOS,
@@ -123,7 +149,8 @@ def predict_dataset(
         for batch, targets in tqdm(loader, disable=not progress, desc="predict"):
             batch = batch.to(device)
             output = model(batch.tensors)
-            for det, target in zip(postprocess_output(output, batch, config), targets):
+            oracle = oracle_centerness(output, targets, config) if config.postprocess.centerness_mode == "oracle" else None
+            for det, target in zip(postprocess_output(output, batch, config, oracle), targets):
                 results.extend(detections_to_coco(det, target["image_id"], dataset.category_ids))
     finally:
         model.train(was_training)

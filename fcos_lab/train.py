@@ -36,6 +36,8 @@ from fcos_lab.targets import Assignment, GroundTruth, assign, pad_ground_truth
 from fcos_lab.config import Config
 from fcos_lab.losses import LossInputs, fcos_loss
 from fcos_lab.model.detector import FCOSOutput
+from fcos_lab.model.anchor_detector import AnchorOutput
+from fcos_lab.anchor_losses import anchor_loss, assign_anchors
 
 
 
@@ -52,10 +54,25 @@ def assign_for_output(output: FCOSOutput, gt: GroundTruth, config: Config) -> As
     )
 
 
-def compute_loss(output: FCOSOutput, gt: GroundTruth, config: Config) -> dict[str, Tensor]:
-    """Assignment then Eq. (2) plus center-ness BCE: ``{"loss_cls", "loss_box", "loss_centerness", "loss"}``."""
-    assignment = assign_for_output(output, gt, config)
+def compute_loss(output, gt: GroundTruth, config: Config) -> dict[str, Tensor]:
+    """Assignment then the loss: ``{"loss_cls", "loss_box", "loss_centerness", "loss"}``.
+
+    FCOS: Eq. (2) plus the center-ness BCE. Anchor baselines: RetinaNet's focal + smooth-L1 or RPN's
+    sampled BCE + smooth-L1 (:mod:`fcos_lab.anchor_losses`).
+    """
     l = config.loss
+    if config.data.class_agnostic:
+        gt = GroundTruth(gt.boxes, torch.zeros_like(gt.labels), gt.valid, gt.crowd)
+    if isinstance(output, AnchorOutput):
+        a = config.assign
+        assignment = assign_anchors(output.anchors, gt, a.anchor_pos_iou, a.anchor_neg_iou, a.anchor_low_quality)
+        return anchor_loss(
+            output.cls_logits, output.box_deltas, assignment,
+            focal_alpha=l.focal_alpha, focal_gamma=l.focal_gamma, smooth_l1_beta=l.smooth_l1_beta,
+            box_loss_weight=l.box_loss_weight, sample_size=l.anchor_sample_size,
+            positive_fraction=l.anchor_sample_positive_fraction,
+        )
+    assignment = assign_for_output(output, gt, config)
     return fcos_loss(
         LossInputs(
             cls_logits=output.cls_logits,
@@ -74,6 +91,7 @@ def compute_loss(output: FCOSOutput, gt: GroundTruth, config: Config) -> dict[st
         centerness_weighted_box_loss=l.centerness_weighted_box_loss,
         iou_smooth=l.iou_smooth,
     )
+
 
 logger = logging.getLogger("fcos_lab.train")
 
@@ -288,9 +306,10 @@ def train(
         raise ConfigError(f"train.batch_size={t.batch_size} must be divisible by the {dist.world_size} processes")
 
     train_set, val_set = build_datasets(config)
-    if config.model.num_classes != train_set.num_classes:
-        logger.info("model.num_classes set to %d from %s", train_set.num_classes, train_set.ann_file)
-        config = replace(config, model=replace(config.model, num_classes=train_set.num_classes))
+    num_classes = 1 if config.data.class_agnostic else train_set.num_classes
+    if config.model.num_classes != num_classes:
+        logger.info("model.num_classes set to %d from %s", num_classes, train_set.ann_file)
+        config = replace(config, model=replace(config.model, num_classes=num_classes))
 
     payload = None
     start_iter = 0

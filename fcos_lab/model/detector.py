@@ -86,6 +86,10 @@ class FCOS(nn.Module):
         return FCOSOutput(cls_logits, box_regression, centerness_logits, locations)
 
 
-def build_model(config) -> FCOS:
-    """The detector of a :class:`fcos_lab.config.Config`."""
+def build_model(config) -> nn.Module:
+    """The detector of a :class:`fcos_lab.config.Config`: FCOS, or an anchor-based baseline."""
+    if config.model.detector == "anchor":
+        from fcos_lab.model.anchor_detector import AnchorDetector
+
+        return AnchorDetector(config.model, config.assign)
     return FCOS(config.model, config.assign)

@@ -5,6 +5,10 @@ with the prior-probability bias of RetinaNet, a 4-channel regression layer mappe
 distances with ``exp(s_i x)`` (learnable ``s_i`` per level, Section 3.2) or ``ReLU(s_i x) * stride``
 (Table 3 "Normalization"), and a one-channel center-ness layer on the classification tower (Figure 2)
 or on the regression tower (footnote 2, Table 3 "ctr. on reg.").
+
+The same towers serve the anchor-based baselines (RetinaNet, RPN; Tables 3, 6, 8) with ``num_anchors``
+A > 1 outputs per location and raw box deltas (``box_param="delta"``), so that the comparison changes
+only what the paper changes.
 """
 
 from __future__ import annotations
@@ -42,16 +46,20 @@ class FCOSHead(nn.Module):
         box_param: str = "exp",
         learnable_scale: bool = True,
         prior_prob: float = 0.01,
+        num_anchors: int = 1,
     ) -> None:
         super().__init__()
+        if box_param not in ("exp", "relu", "delta"):
+            raise ValueError(f"box_param must be exp, relu or delta, got {box_param!r}")
         self.num_classes = num_classes
+        self.num_anchors = num_anchors
         self.centerness_on = centerness_on
         self.box_param = box_param
         self.register_buffer("strides", torch.tensor(strides, dtype=torch.float32), persistent=False)
         self.cls_tower = _tower(channels, num_convs, norm)
         self.box_tower = _tower(channels, num_convs, norm)
-        self.cls_logits = nn.Conv2d(channels, num_classes, 3, padding=1)
-        self.box_pred = nn.Conv2d(channels, 4, 3, padding=1)
+        self.cls_logits = nn.Conv2d(channels, num_anchors * num_classes, 3, padding=1)
+        self.box_pred = nn.Conv2d(channels, num_anchors * 4, 3, padding=1)
         self.centerness = nn.Conv2d(channels, 1, 3, padding=1) if centerness_on != "none" else None
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
@@ -64,22 +72,32 @@ class FCOSHead(nn.Module):
         else:
             self.register_buffer("scales", scales)
 
+    def _flatten(self, x: torch.Tensor, channels: int) -> torch.Tensor:
+        """``[B, A*K, H, W]`` -> ``[B, H*W*A, K]``: level-major, row-major, anchor innermost."""
+        batch, _, height, width = x.shape
+        return x.view(batch, self.num_anchors, channels, height, width).permute(0, 3, 4, 1, 2).reshape(batch, -1, channels)
+
     def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Pyramid levels in; ``[B, P, C]`` logits, ``[B, P, 4]`` ltrb pixels, ``[B, P]`` logits (or None) out."""
+        """Pyramid levels in; ``[B, P, C]`` logits, ``[B, P, 4]`` ltrb pixels (or deltas), ``[B, P]`` logits out.
+
+        With A anchors per location, P counts anchors (``H * W * A`` per level).
+        """
         cls_all, box_all, ctr_all = [], [], []
         for level, feature in enumerate(features):
             cls_feature = self.cls_tower(feature)
             box_feature = self.box_tower(feature)
-            cls_all.append(self.cls_logits(cls_feature).flatten(2).transpose(1, 2))
-            raw = self.scales[level] * self.box_pred(box_feature).float()
+            cls_all.append(self._flatten(self.cls_logits(cls_feature), self.num_classes))
+            raw = self.box_pred(box_feature).float()
             if self.box_param == "exp":
                 # Deviation from paper: exp's input is clamped so that it never overflows to inf; an inf on
                 # a background location would turn its zero gradient into 0 * inf = NaN and poison every
                 # head weight. e^60 ~ 1e26 px leaves every meaningful prediction unchanged.
-                ltrb = torch.exp(raw.clamp(max=MAX_LOG_DISTANCE))
+                box = torch.exp((self.scales[level] * raw).clamp(max=MAX_LOG_DISTANCE))
+            elif self.box_param == "relu":
+                box = torch.relu(self.scales[level] * raw) * self.strides[level]
             else:
-                ltrb = torch.relu(raw) * self.strides[level]
-            box_all.append(ltrb.flatten(2).transpose(1, 2))
+                box = raw  # anchor deltas, decoded against the anchors
+            box_all.append(self._flatten(box, 4))
             if self.centerness is not None:
                 source = cls_feature if self.centerness_on == "cls" else box_feature
                 ctr_all.append(self.centerness(source).flatten(1))

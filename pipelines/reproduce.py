@@ -1,0 +1,111 @@
+"""Run the paper's notebooks with papermill and build the "paper vs measured" report.
+
+    python -m pipelines.reproduce --scale smoke|workshop|paper [--only 03,04] --out DIR [--force]
+
+Each notebook runs as its own executed copy in ``DIR/<notebook>/``; a notebook whose complete
+``results.json`` for the same scale exists is skipped unless ``--force``. A notebook that fails keeps
+its executed copy with the error, the others still run, and the exit code is 1. The report
+(``reproduction.md`` and ``reproduction.html``) lists every table with the paper's value, the measured
+value, the difference, the scale and the hardware. This module lists notebooks and parameters only;
+all analysis lives in ``fcos_lab``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from fcos_lab.analysis.report import SCALES, load_results, reproduction_report
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = REPO / "notebooks"
+NOTEBOOKS = (
+    "01-best-possible-recall",
+    "02-ambiguous-samples",
+    "03-fcos-vs-retinanet",
+    "04-centerness",
+    "05-backbones",
+    "06-fcos-as-rpn",
+    "07-class-agnostic-pr",
+    "08-ablations",
+    "09-centerness-vs-iou",
+    "10-qualitative",
+)
+
+
+def parameters_for(notebook: str, scale: str, out_dir: Path, device: str, data_root: str | None) -> dict:
+    """The papermill parameters of one notebook (every notebook takes the same names)."""
+    params = {"scale": scale, "output_dir": str(out_dir), "device": device, "seed": 0}
+    if data_root:
+        params["data_root"] = data_root
+    return params
+
+
+def is_complete(out_dir: Path, scale: str) -> bool:
+    path = out_dir / "results.json"
+    if not path.is_file():
+        return False
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return False
+    return bool(data.get("complete")) and data.get("scale") == scale
+
+
+def run(scale: str, out: Path, only: list[str] | None = None, force: bool = False, device: str = "auto",
+        data_root: str | None = None, kernel: str = "python3") -> int:
+    import papermill
+
+    out.mkdir(parents=True, exist_ok=True)
+    selected = [n for n in NOTEBOOKS if not only or n.split("-")[0] in only or n in only]
+    unknown = [o for o in (only or []) if not any(n.split("-")[0] == o or n == o for n in NOTEBOOKS)]
+    if unknown:
+        print(f"unknown notebook(s) {unknown}; valid: {', '.join(n.split('-')[0] for n in NOTEBOOKS)}", file=sys.stderr)
+        return 2
+    failed: dict[str, str] = {}
+    for name in selected:
+        target = out / name
+        if not force and is_complete(target, scale):
+            print(f"[skip] {name}: results complete for scale {scale}")
+            continue
+        print(f"[run]  {name} (scale {scale})", flush=True)
+        target.mkdir(parents=True, exist_ok=True)
+        try:
+            papermill.execute_notebook(
+                str(NOTEBOOK_DIR / f"{name}.ipynb"),
+                str(target / f"{name}.ipynb"),
+                parameters=parameters_for(name, scale, target, device, data_root),
+                kernel_name=kernel,
+                cwd=str(REPO),
+                progress_bar=False,
+            )
+        except Exception as error:  # noqa: BLE001 - papermill raises several types; all mean "this notebook failed"
+            summary = str(error).strip().splitlines()
+            failed[name] = (summary[-1] if summary else type(error).__name__)[:300]
+            print(f"[fail] {name}: {failed[name]}", file=sys.stderr)
+    results = [load_results(out / n / "results.json") for n in NOTEBOOKS if (out / n / "results.json").is_file()]
+    markdown, page = reproduction_report(results, failed)
+    (out / "reproduction.md").write_text(markdown)
+    (out / "reproduction.html").write_text(page)
+    print(f"wrote {out / 'reproduction.md'} and {out / 'reproduction.html'}")
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.reproduce", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", choices=SCALES, default="smoke")
+    parser.add_argument("--only", help="comma-separated notebook numbers, e.g. 03,04")
+    parser.add_argument("--out", default="runs/reproduction", help="output folder (default: %(default)s)")
+    parser.add_argument("--force", action="store_true", help="rerun notebooks whose results are complete")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--data-root", help="folder with coco/annotations and coco/images (default: ../shared/data)")
+    parser.add_argument("--kernel", default="python3", help="Jupyter kernel name (default: %(default)s)")
+    args = parser.parse_args(argv)
+    only = [o.strip() for o in args.only.split(",")] if args.only else None
+    return run(args.scale, Path(args.out), only, args.force, args.device, args.data_root, args.kernel)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

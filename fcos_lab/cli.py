@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for detections.json and metrics.json")
     p.add_argument("--class-agnostic", action="store_true", help="one class for all (Table 7, proposals)")
     p.add_argument("--max-dets", default="1,10,100", help="COCO maxDets, e.g. 100,300,1000 for proposals")
+    p.add_argument("--proposals", action="store_true",
+                   help="region proposals (Table 6): class-agnostic, maxDets 100,300,1000 -> AR100 and AR1000")
     _common(p, preset_default=None)
 
     p = sub.add_parser("predict", help="detect objects in images or folders; writes JSON and pictures")
@@ -125,7 +127,11 @@ def _cmd_eval(args) -> int:
     from fcos_lab.evaluate import evaluate_detections, load_detections, save_detections
     from fcos_lab.train import _json_safe
 
-    max_dets = tuple(int(v) for v in args.max_dets.split(","))
+    try:
+        max_dets = tuple(int(v) for v in ("100,300,1000" if args.proposals else args.max_dets).split(","))
+    except ValueError:
+        raise FcosLabError(f"--max-dets must be comma-separated integers, got {args.max_dets!r}") from None
+    class_agnostic = args.class_agnostic or args.proposals
     if args.detections:
         detections = load_detections(args.detections)
     else:
@@ -138,7 +144,7 @@ def _cmd_eval(args) -> int:
         dataset = CocoDetection(args.ann, args.images, train=False, min_size=config.input.min_size,
                                 max_size=config.input.max_size, on_bad_image=config.data.on_bad_image)
         detections = predict_dataset(model, config, dataset, device=device, progress=True)
-    result = evaluate_detections(args.ann, detections, class_agnostic=args.class_agnostic, max_dets=max_dets)
+    result = evaluate_detections(args.ann, detections, class_agnostic=class_agnostic, max_dets=max_dets)
     print(result.summary)
     if args.out:
         out = Path(args.out)

@@ -68,3 +68,24 @@ def test_demo_quick_then_predict_and_eval(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert "AP50" in metrics
+
+
+def test_eval_proposals_reports_ar1000(tmp_path, capsys):
+    # One image, two boxes; 150 proposals of which the 50th and the 120th hit the boxes exactly:
+    # AR100 = 1/2 (only the first box within the top 100), AR1000 = 1.
+    gt = {"images": [{"id": 1, "file_name": "a.jpg", "width": 400, "height": 400}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 50, 50], "area": 2500, "iscrowd": 0},
+                          {"id": 2, "image_id": 1, "category_id": 1, "bbox": [200, 200, 80, 60], "area": 4800, "iscrowd": 0}],
+          "categories": [{"id": 1, "name": "thing"}]}
+    dets = []
+    for rank in range(150):
+        score = 1.0 - rank / 1000
+        bbox = [10, 10, 50, 50] if rank == 49 else [200, 200, 80, 60] if rank == 119 else [300 + rank % 5, 5, 4, 4]
+        dets.append({"image_id": 1, "category_id": 1, "bbox": bbox, "score": score})
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "dets.json").write_text(json.dumps(dets))
+    assert main(["eval", "--ann", str(tmp_path / "gt.json"), "--detections", str(tmp_path / "dets.json"),
+                 "--proposals", "--out", str(tmp_path / "out")]) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["AR100"] == pytest.approx(0.5)
+    assert metrics["AR1000"] == pytest.approx(1.0)

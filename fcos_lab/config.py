@@ -126,6 +126,8 @@ class TrainConfig:
     eval_every: int = 0  # 0 = only at the end
     log_every: int = 20
     max_bad_steps: int = 5  # consecutive non-finite losses before the run stops
+    skip_nonfinite: bool = True  # check every step (one host-device sync); false: check at log time, no sync
+    compile: bool = False  # torch.compile the model (CUDA mostly; off by default)
     channels_last: bool = False
 
 

@@ -340,6 +340,7 @@ def train(
             model, device_ids=[torch_device.index] if torch_device.type == "cuda" else None
         )
 
+    forward = torch.compile(model) if t.compile else model
     if dist.is_main:
         atomic_write_text(run_dir / "config.json", config.to_json())
     loader = DataLoader(
@@ -376,10 +377,10 @@ def train(
             images = images.contiguous(memory_format=torch.channels_last)
         gt = _to_device_targets(targets, torch_device)
         with torch.autocast(torch_device.type, dtype=amp_dtype or torch.float32, enabled=use_amp):
-            output = model(images)
+            output = forward(images)
         losses = compute_loss(output, gt, config)
         loss = losses["loss"]
-        if not bool(torch.isfinite(loss)):
+        if t.skip_nonfinite and not bool(torch.isfinite(loss)):
             bad_steps += 1
             logger.warning("iteration %d: non-finite loss %s; step skipped", iteration, {k: float(v.detach()) for k, v in losses.items()})
             optimizer.zero_grad(set_to_none=True)
@@ -409,6 +410,12 @@ def train(
             elapsed = time.perf_counter() - window_start
             row = {"iter": iteration, "lr": lr, "time": round(time.perf_counter() - started, 3)}
             row.update({k: float(v) / window_count for k, v in window.items()})
+            if not math.isfinite(row["loss"]):
+                bar.close()
+                raise NonFiniteLossError(
+                    f"non-finite loss in iterations {iteration - window_count + 1}..{iteration} "
+                    f"(train.skip_nonfinite=false checks only here). The last good checkpoint is {latest_checkpoint(run_dir)}"
+                )
             row["images_per_s"] = window_images / max(elapsed, 1e-9)
             if dist.is_main:
                 with open(metrics_path, "a") as handle:

@@ -100,3 +100,19 @@ def test_unwritable_run_folder_fails_before_training(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "run folder is not writable" in err and "Traceback" not in err
     assert not (tmp_path / "syn").exists(), "nothing should be generated before the folder check"
+
+
+def test_non_finite_checked_at_log_time_without_per_step_sync(tmp_path, monkeypatch):
+    config = demo_config(tmp_path, quick=True, overrides=["train.max_iters=12", "train.log_every=2",
+                                                          "train.skip_nonfinite=false"])
+    real = train_module.compute_loss
+    calls = {"n": 0}
+
+    def flaky(output, gt, cfg):
+        calls["n"] += 1
+        losses = real(output, gt, cfg)
+        return {k: v * float("nan") for k, v in losses.items()} if calls["n"] == 3 else losses
+
+    monkeypatch.setattr(train_module, "compute_loss", flaky)
+    with pytest.raises(NonFiniteLossError, match=r"iterations 3\.\.4"):
+        train(config, tmp_path / "run", device="cpu", evaluate_at_end=False, progress=False)

@@ -76,6 +76,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the statistics as JSON")
     p.add_argument("--out", help="folder for stats.json and table.md")
 
+    p = sub.add_parser("fiftyone", help="FiftyOne dataset of images, ground truth and predictions: TP/FP/FN, "
+                                         "ambiguous locations, unrecallable boxes, errors per level", epilog=EPILOG)
+    p.add_argument("--ann", required=True, help="COCO-format ground-truth JSON")
+    p.add_argument("--images", required=True, help="image folder")
+    p.add_argument("--pred", required=True, help="COCO results JSON (fcos-lab eval --out) with level/location/...")
+    p.add_argument("--name", default="fcos-lab", help="dataset name, replaced if it exists (default: %(default)s)")
+    p.add_argument("--launch", action="store_true", help="serve the FiftyOne App until Ctrl-C")
+    p.add_argument("--port", type=int, default=5151, help="App port (default: %(default)s)")
+    p.add_argument("--address", default="127.0.0.1", help="App address (default: %(default)s)")
+    p.add_argument("--eval-key", default="eval", help="FiftyOne evaluation key (default: %(default)s)")
+    p.add_argument("--iou", type=float, default=0.5, help="IoU for TP/FP/FN (default: %(default)s)")
+    p.add_argument("--preset", default="fcos_r50_fpn_1x", help="preset the predictions were made with")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
+
     sub.add_parser("presets", help="list the presets and what they change")
     return parser
 
@@ -173,6 +187,15 @@ def _cmd_stats(args) -> int:
     return int(stats_main(argv) or 0)
 
 
+def _cmd_fiftyone(args) -> int:
+    from fcos_lab.integrations.fiftyone import main as fiftyone_main
+
+    argv = ["--ann", args.ann, "--images", args.images, "--pred", args.pred, "--name", args.name,
+            "--port", str(args.port), "--address", args.address, "--eval-key", args.eval_key,
+            "--iou", str(args.iou), "--preset", args.preset] + (["--launch"] if args.launch else [])
+    return int(fiftyone_main(argv + list(args.overrides)) or 0)
+
+
 def _cmd_presets(args) -> int:
     from fcos_lab.config import PRESETS
 
@@ -185,7 +208,7 @@ def _cmd_presets(args) -> int:
 
 COMMANDS = {
     "demo": _cmd_demo, "train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict,
-    "stats": _cmd_stats, "presets": _cmd_presets,
+    "stats": _cmd_stats, "fiftyone": _cmd_fiftyone, "presets": _cmd_presets,
 }
 
 

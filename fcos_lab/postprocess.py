@@ -7,7 +7,7 @@ center-ness by none, by the center-ness of the predicted box, or by an oracle (g
 
 The whole batch is processed at once: top-k runs on ``[B, P_l * C]`` per level and a single NMS call
 covers every image (boxes of different images are kept apart by the group offset), so there is no
-Python loop over images.
+Python loop over images in this module.
 
 Shapes: B images, P locations, C classes, K detections of one image.
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torchvision.ops import nms
+from torchvision.ops import batched_nms
 
 from fcos_lab.boxes import centerness_from_ltrb, decode_ltrb
 from fcos_lab.points import Locations
@@ -72,18 +72,18 @@ class Detections:
 
 
 def batched_nms_groups(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float) -> Tensor:
-    """NMS within each group in one call: boxes of different groups are moved apart so they never overlap.
+    """NMS within each group (image x class) of the whole batch, in one call.
 
-    Computed in float64 so the offsets (up to groups x image size) do not cost precision.
+    :func:`torchvision.ops.batched_nms` runs one NMS per group for large inputs, so the cost is the sum of
+    the groups' quadratic costs, not the square of the batch's candidates. Float64 keeps the coordinate
+    offsets it uses for small inputs exact.
 
     Returns:
         Indices of the kept boxes, sorted by decreasing score.
     """
     if boxes.numel() == 0:
         return torch.empty((0,), dtype=torch.int64, device=boxes.device)
-    boxes64 = boxes.to(torch.float64)
-    offsets = groups.to(torch.float64) * (boxes64.max() + 1)
-    return nms(boxes64 + offsets[:, None], scores.to(torch.float64), iou_threshold)
+    return batched_nms(boxes.to(torch.float64), scores.to(torch.float64), groups, iou_threshold)
 
 
 def postprocess(

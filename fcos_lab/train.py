@@ -326,8 +326,6 @@ def train(
     seed_everything(t.seed + dist.rank)
 
     model = build_model(config).to(torch_device)
-    if t.channels_last:
-        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(_param_groups(model, config), lr=learning_rate(0, config), momentum=t.momentum)
     if payload is not None:
         load_model_weights(model, payload)
@@ -373,8 +371,6 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_factor"]
         images = batch.tensors.to(torch_device, non_blocking=True)
-        if t.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
         gt = _to_device_targets(targets, torch_device)
         with torch.autocast(torch_device.type, dtype=amp_dtype or torch.float32, enabled=use_amp):
             output = forward(images)

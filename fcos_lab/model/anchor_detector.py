@@ -79,6 +79,8 @@ class AnchorDetector(nn.Module):
         if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
             shape = list(images.shape) if isinstance(images, Tensor) else type(images).__name__
             raise InputError(f"images: expected a float batch tensor [B, 3, H, W], got {shape}")
+        if getattr(self, "channels_last", False):
+            images = images.contiguous(memory_format=torch.channels_last)
         features = self.fpn(self.backbone(images))
         cls_logits, box_deltas, _ = self.head(features)
         shapes = tuple((int(f.shape[-2]), int(f.shape[-1])) for f in features)

@@ -11,11 +11,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision import models
-from torchvision.ops.misc import FrozenBatchNorm2d
+from torchvision.ops import misc
 
 from fcos_lab.errors import CheckpointError
+
+class FrozenBatchNorm2d(misc.FrozenBatchNorm2d):
+    """torchvision's frozen BatchNorm (same buffers and state-dict keys) through the fused inference kernel.
+
+    torchvision's version computes ``x * scale + shift`` as two element-wise passes; ``F.batch_norm`` in
+    evaluation mode is one pass (and the same kernel torchvision's FCOS uses with BatchNorm2d in eval).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+
 
 BACKBONES = {
     "resnet18": models.resnet18,

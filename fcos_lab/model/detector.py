@@ -73,6 +73,8 @@ class FCOS(nn.Module):
             raise InputError(f"images: expected a batch tensor [B, 3, H, W], got {shape}")
         if not images.is_floating_point():
             raise InputError(f"images: expected a floating-point tensor, got {images.dtype}")
+        if getattr(self, "channels_last", False):
+            images = images.contiguous(memory_format=torch.channels_last)
         features = self.fpn(self.backbone(images))
         cls_logits, box_regression, centerness_logits = self.head(features)
         shapes = tuple((int(f.shape[-2]), int(f.shape[-1])) for f in features)
@@ -91,5 +93,11 @@ def build_model(config) -> nn.Module:
     if config.model.detector == "anchor":
         from fcos_lab.model.anchor_detector import AnchorDetector
 
-        return AnchorDetector(config.model, config.assign)
-    return FCOS(config.model, config.assign)
+        model: nn.Module = AnchorDetector(config.model, config.assign)
+    else:
+        model = FCOS(config.model, config.assign)
+    if config.train.channels_last:
+        # NHWC activations: faster oneDNN / cuDNN convolutions; inputs are converted in forward.
+        model = model.to(memory_format=torch.channels_last)
+        model.channels_last = True
+    return model

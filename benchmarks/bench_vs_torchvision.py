@@ -1,0 +1,285 @@
+"""fcos_lab vs torchvision's FCOS, side by side in one process (not a test).
+
+Both models carry the same random weights (``from_torchvision``) and see the same inputs; calls are
+interleaved round by round so that a busy machine slows both alike; medians and ratios are reported.
+torchvision's model is put in the state a torchvision user trains from pretrained weights: BatchNorm
+frozen (eval mode) and the stem and first stage without gradients, which is what the
+``fcos_r50_fpn_torchvision`` preset does (Detectron's FREEZE_AT=2, the paper's setting).
+
+    python -m benchmarks.bench_vs_torchvision [--device cpu|cuda] [--quick] [--threads N]
+
+Writes ``benchmarks/results.md`` (the section of the device run). Rows: target assignment; one training
+step (forward, assignment, loss, backward, SGD step) at batch 2 and 8; inference end to end (preprocess,
+forward, post-processing) at batch 1 and 8; post-processing alone; COCO evaluation of the same
+detections with pycocotools and faster-coco-eval (identical AP required).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from benchmarks.bench_assignment import assign_with, cpu_name, random_targets, timed_round_robin
+from fcos_lab.data.transforms import preprocess, resize_boxes
+from fcos_lab.interop.torchvision import from_torchvision
+from fcos_lab.points import make_locations
+from fcos_lab.predict import detect, postprocess_output
+from fcos_lab.targets import pad_ground_truth
+from fcos_lab.train import compute_loss
+
+RESULTS = Path(__file__).with_name("results.md")
+
+
+def build_models(device: torch.device, min_size: int = 800, max_size: int = 1333):
+    torch.manual_seed(0)
+    tv = torchvision.models.detection.fcos_resnet50_fpn(
+        weights=None, weights_backbone=None, min_size=min_size, max_size=max_size
+    )
+    head = tv.head
+    with torch.no_grad():  # a head that produces detections, as in the parity test
+        nn.init.normal_(head.classification_head.cls_logits.weight, std=0.05)
+        nn.init.uniform_(head.classification_head.cls_logits.bias, -3.0, -0.5)
+        nn.init.normal_(head.regression_head.bbox_reg.weight, std=0.05)
+        nn.init.constant_(head.regression_head.bbox_reg.bias, 2.0)
+    ours, config = from_torchvision(tv)
+    body = tv.backbone.body
+    for module in (body.conv1, body.bn1, body.layer1):
+        for param in module.parameters():
+            param.requires_grad_(False)
+    return tv.to(device), ours.to(device), config
+
+
+def freeze_bn(tv: nn.Module) -> None:
+    for module in tv.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.eval()
+
+
+def median_ms(values: list[float]) -> float:
+    return statistics.median(values) * 1000
+
+
+def row(name: str, tv_s: list[float], ours_s: list[float]) -> str:
+    tv_ms, ours_ms = median_ms(tv_s), median_ms(ours_s)
+    return f"| {name} | {tv_ms:.1f} | {ours_ms:.1f} | **{tv_ms / ours_ms:.2f}x** |"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--quick", action="store_true", help="smaller images, fewer repetitions")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA for both models")
+    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--channels-last", action="store_true", help="fcos_lab in NHWC memory format")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    size = (384, 576) if args.quick else (800, 1216)
+    reps, warmup = (3, 1) if args.quick else (5, 1)
+    tv, ours, config = build_models(device, *((384, 576) if args.quick else (800, 1333)))
+    if args.channels_last:
+        ours = ours.to(memory_format=torch.channels_last)
+        ours.channels_last = True
+    lines: list[str] = []
+    checks: list[str] = []
+
+    def images_of(count: int, seed: int) -> list[torch.Tensor]:
+        generator = torch.Generator().manual_seed(seed)
+        return [torch.rand(3, *size, generator=generator).to(device) for _ in range(count)]
+
+    # 1. Assignment: batch 8, 50 boxes per image.
+    targets = [{k: v.to(device) for k, v in t.items()} for t in random_targets(8, 50, size, 0)]
+    with torch.no_grad():
+        batch = preprocess(images_of(8, 1), config.input.min_size, config.input.max_size)
+        features = [f.shape[-2:] for f in ours.fpn(ours.backbone(batch.tensors.to(device)))]
+    locations = make_locations(tuple(tuple(f) for f in features), ours.strides, "zero",
+                               tuple(batch.tensors.shape[-2:]), device)
+    gt = pad_ground_truth([t["boxes"] for t in targets], [t["labels"] for t in targets])
+    anchors = [torch.cat([locations.points - locations.strides[:, None] / 2,
+                          locations.points + locations.strides[:, None] / 2], 1)] * 8
+    num_per_level = list(locations.num_per_level)
+    tv_loss_backup = tv.head.compute_loss
+    tv.head.compute_loss = lambda *a, **k: {}
+    try:
+        times = timed_round_robin({
+            "tv": lambda: tv.compute_loss(targets, {}, anchors, num_per_level),
+            "ours": lambda: assign_with("fcos_r50_fpn_torchvision", locations, gt),
+        }, device, warmup, reps * 3)
+    finally:
+        tv.head.compute_loss = tv_loss_backup
+    lines.append(row("target assignment, batch 8, 50 boxes/image", times["tv"], times["ours"]))
+
+    # 2. Training step, batch 2 and 8.
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp and device.type == "cuda")
+    for batch_size in (2, 8):
+        images = images_of(batch_size, 2)
+        step_targets = [{k: v.to(device) for k, v in t.items()} for t in random_targets(batch_size, 20, size, 3)]
+        # lr 0: the full optimizer work, but weights stay equal for the detection check below.
+        tv_opt = torch.optim.SGD([p for p in tv.parameters() if p.requires_grad], lr=0.0, momentum=0.9)
+        our_opt = torch.optim.SGD([p for p in ours.parameters() if p.requires_grad], lr=0.0, momentum=0.9)
+
+        def tv_step():
+            tv.train()
+            freeze_bn(tv)
+            with amp:
+                losses = tv(images, [dict(t) for t in step_targets])
+            loss = sum(losses.values())
+            tv_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            tv_opt.step()
+
+        def our_step():
+            ours.train()
+            b = preprocess(images, config.input.min_size, config.input.max_size)
+            boxes = [resize_boxes(t["boxes"], o, s) for t, o, s in zip(step_targets, b.original_sizes, b.image_sizes)]
+            g = pad_ground_truth(boxes, [t["labels"] for t in step_targets])
+            with amp:
+                output = ours(b.tensors)
+            loss = compute_loss(output, g, config)["loss"]
+            our_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            our_opt.step()
+
+        peak = {}
+        if device.type == "cuda":
+            for name, fn in (("tv", tv_step), ("ours", our_step)):
+                torch.cuda.reset_peak_memory_stats(device)
+                fn()
+                peak[name] = torch.cuda.max_memory_allocated(device) / 2**30
+        times = timed_round_robin({"tv": tv_step, "ours": our_step}, device, warmup, reps)
+        suffix = f" (peak GiB: torchvision {peak['tv']:.2f}, fcos_lab {peak['ours']:.2f})" if peak else ""
+        lines.append(row(f"training step, batch {batch_size}{suffix}", times["tv"], times["ours"]))
+    tv.eval()
+    ours.eval()
+
+    # 3. Inference end to end, batch 1 and 8; and detections must agree.
+    for batch_size in (1, 8):
+        images = images_of(batch_size, 4)
+
+        @torch.no_grad()
+        def tv_infer():
+            with amp:
+                return tv(images)
+
+        def our_infer():
+            with amp:
+                return detect(ours, config, images)
+
+        expected, got = tv_infer(), our_infer()
+        same = all(len(e["scores"]) == len(d.scores) and torch.allclose(e["boxes"], d.boxes, atol=1e-2)
+                   for e, d in zip(expected, got))
+        checks.append(f"inference batch {batch_size}: detections identical to torchvision: {same} "
+                      f"({sum(len(d.scores) for d in got)} detections)")
+        times = timed_round_robin({"tv": tv_infer, "ours": our_infer}, device, warmup, reps)
+        lines.append(row(f"inference end to end, batch {batch_size}", times["tv"], times["ours"]))
+
+    # 4. Post-processing alone, batch 8, on the same head outputs.
+    images = images_of(8, 5)
+    with torch.no_grad():
+        image_list, _ = tv.transform(images)
+        feats = list(tv.backbone(image_list.tensors).values())
+        head_outputs = tv.head(feats)
+        tv_anchors = tv.anchor_generator(image_list, feats)
+        counts = [f.size(2) * f.size(3) for f in feats]
+        split = {k: list(v.split(counts, dim=1)) for k, v in head_outputs.items()}
+        batch = preprocess(images, config.input.min_size, config.input.max_size)
+        output = ours(batch.tensors.to(device))
+    times = timed_round_robin({
+        "tv": lambda: tv.postprocess_detections(split, [list(a.split(counts)) for a in tv_anchors], image_list.image_sizes),
+        "ours": lambda: postprocess_output(output, batch, config),
+    }, device, warmup, reps * 3)
+    lines.append(row("post-processing alone, batch 8", times["tv"], times["ours"]))
+
+    # 5. COCO evaluation of the same detections: pycocotools vs faster-coco-eval.
+    lines.append(evaluation_row(checks, reps))
+
+    header = [
+        f"<!-- device:{args.device} -->",
+        f"## Device: {args.device}{' (AMP bf16)' if args.amp else ''}{' (--quick)' if args.quick else ''}",
+        "",
+        f"- Machine: {cpu_name()}, {torch.get_num_threads()} torch threads; {platform.system()} {platform.release()}; "
+        f"Python {platform.python_version()}",
+        f"- torch {torch.__version__}, torchvision {torchvision.__version__}"
+        + (f", GPU {torch.cuda.get_device_name(0)}" if device.type == "cuda" else ""),
+        f"- Inputs: random images of {size[0]}x{size[1]} (both models resize to shorter side {config.input.min_size}, "
+        f"longer at most {config.input.max_size}); {reps} repetitions after {warmup} warm-up, interleaved",
+        f"- Command: `python -m benchmarks.bench_vs_torchvision --device {args.device}"
+        f"{' --quick' if args.quick else ''}{' --amp' if args.amp else ''}{' --channels-last' if args.channels_last else ''} --threads {args.threads}`",
+        f"- Run at: {datetime.datetime.now().isoformat(timespec='seconds')}",
+        *[f"- Check: {c}" for c in checks],
+        "",
+        "| what | torchvision ms (median) | fcos_lab ms (median) | speed-up |",
+        "|---|---:|---:|---:|",
+    ]
+    section = "\n".join(header + lines) + f"\n<!-- /device:{args.device} -->\n"
+    print(section)
+    if not args.no_write:
+        write_section(section, args.device)
+    return 0
+
+
+def evaluation_row(checks: list[str], reps: int) -> str:
+    """Evaluate a synthetic detections set of 500 images with both backends; AP must be identical."""
+    import time
+
+    from fcos_lab.evaluate import evaluate_detections
+
+    generator = torch.Generator().manual_seed(0)
+    images, annotations, detections = [], [], []
+    for image_id in range(1, 501):
+        images.append({"id": image_id, "file_name": f"{image_id}.jpg", "width": 640, "height": 480})
+        for k in range(8):
+            x, y = (torch.rand(2, generator=generator) * 400).tolist()
+            w, h = (torch.rand(2, generator=generator) * 150 + 10).tolist()
+            category = int(torch.randint(1, 21, (1,), generator=generator))
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category,
+                                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
+            for _ in range(12):
+                jitter = (torch.randn(4, generator=generator) * 8).tolist()
+                detections.append({"image_id": image_id, "category_id": category if torch.rand(1, generator=generator) < 0.8 else 1,
+                                   "bbox": [x + jitter[0], y + jitter[1], max(1.0, w + jitter[2]), max(1.0, h + jitter[3])],
+                                   "score": float(torch.rand(1, generator=generator))})
+    gt = {"images": images, "annotations": annotations,
+          "categories": [{"id": c, "name": f"class{c}"} for c in range(1, 21)]}
+    from pycocotools.coco import COCO
+
+    coco = COCO()
+    coco.dataset = gt
+    coco.createIndex()
+    times: dict[str, list[float]] = {"pycocotools": [], "faster_coco_eval": []}
+    results = {}
+    for _ in range(max(2, reps // 2)):
+        for backend in times:
+            start = time.perf_counter()
+            results[backend] = evaluate_detections(coco, detections, backend=backend)
+            times[backend].append(time.perf_counter() - start)
+    ap = {b: r.metrics["AP"] for b, r in results.items()}
+    checks.append(f"COCO evaluation of {len(detections)} detections on 500 images: AP pycocotools {ap['pycocotools']:.6f}, "
+                  f"faster-coco-eval {ap['faster_coco_eval']:.6f}, identical: {abs(ap['pycocotools'] - ap['faster_coco_eval']) < 1e-9}")
+    return row("COCO evaluation (pycocotools -> faster-coco-eval)", times["pycocotools"], times["faster_coco_eval"])
+
+
+def write_section(section: str, device: str) -> None:
+    start, end = f"<!-- device:{device} -->", f"<!-- /device:{device} -->\n"
+    text = RESULTS.read_text() if RESULTS.exists() else (
+        "# fcos_lab vs torchvision FCOS\n\nProduced by `benchmarks/bench_vs_torchvision.py`; do not edit by hand.\n\n")
+    if start in text:
+        before, rest = text.split(start, 1)
+        after = rest.split(end, 1)[1] if end in rest else ""
+        text = before + section + after
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    RESULTS.write_text(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

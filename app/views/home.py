@@ -1,0 +1,30 @@
+"""Home: what each page shows, and where the app keeps its files."""
+
+import streamlit as st
+
+from fcos_lab.viz import app_support as support
+
+st.title("FCOS lab")
+st.markdown(
+    "A workbench for **FCOS: Fully Convolutional One-Stage Object Detection** (Tian et al., ICCV 2019). "
+    "Every number on these pages comes from the code that trains and runs the detector in `fcos_lab`."
+)
+st.page_link("views/assignments.py", label="Assignments: which location regresses which box, level by level "
+             "(Sections 3.1-3.2)", icon=":material/grid_on:")
+st.page_link("views/centerness.py", label="Center-ness: targets (Eq. 3, Figure 3) and predictions", icon=":material/filter_center_focus:")
+st.page_link("views/detections.py", label="Detections: a checkpoint on an image, with its sliders", icon=":material/select_all:")
+st.page_link("views/dataset_statistics.py", label="Dataset statistics: box sizes, best possible recall, ambiguity "
+             "(Tables 1-2)", icon=":material/bar_chart:")
+st.page_link("views/runs.py", label="Runs: training curves and evaluation results", icon=":material/show_chart:")
+
+data_dir = support.app_data_dir()
+run_dir = support.default_run_dir()
+st.subheader("Files")
+st.markdown(
+    f"- App cache folder (`${support.APP_DATA_ENV}`): `{data_dir}`\n"
+    f"- Synthetic demo data: `{data_dir / 'synthetic'}` "
+    f"({'present' if (data_dir / 'synthetic' / 'synthetic.json').is_file() else 'written on first use'})\n"
+    f"- Default checkpoint: `{run_dir}` ({'present' if run_dir.is_dir() else 'none yet'})"
+)
+if not run_dir.is_dir():
+    st.info(f"Pages that need a checkpoint look in `{run_dir}`. Make one with `{support.demo_command()}`.")

@@ -1,0 +1,53 @@
+"""Runs: training curves and evaluation results of run folders."""
+
+import streamlit as st
+
+import fcos_app
+from fcos_lab.errors import FcosLabError
+from fcos_lab.viz import app_support as support
+from fcos_lab.viz.curves import training_curves_figure
+
+st.title("Runs")
+st.caption("Run folders written by `fcos-lab train` or `fcos-lab demo`: metrics.jsonl (training log and "
+           "evaluation rows), metrics.json (final COCO evaluation), config.json and checkpoints.")
+
+found = support.find_runs(support.app_data_dir())
+text = st.text_area("Run folders, one per line", "\n".join(map(str, found)), key="run_dirs", height=90)
+folders = [line.strip() for line in text.splitlines() if line.strip()]
+if not folders:
+    st.info("No run folder given.")
+    fcos_app.how_to_make_checkpoint()
+    st.stop()
+
+runs = []
+for folder in folders:
+    try:
+        runs.append(support.read_run(folder))
+    except FcosLabError as error:
+        st.error(str(error))
+if not runs:
+    fcos_app.how_to_make_checkpoint()
+    st.stop()
+
+summary_keys = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+st.subheader("Evaluation")
+st.dataframe(
+    [
+        {"run": str(run.path), "preset": run.config_name, "iteration": run.metrics.get("iteration", "-"),
+         **{k: round(run.metrics[k], 4) if isinstance(run.metrics.get(k), (int, float)) else "-" for k in summary_keys}}
+        for run in runs
+    ],
+    hide_index=True,
+)
+for i, run in enumerate(runs):
+    st.subheader(f"{run.path}")
+    for problem in run.problems:
+        st.warning(problem)
+    if run.rows:
+        st.plotly_chart(training_curves_figure(run.rows), key=f"curves_{i}")
+    else:
+        st.info("No training log (metrics.jsonl) in this folder.")
+    per_class = run.metrics.get("per_class_ap")
+    if isinstance(per_class, dict) and per_class:
+        st.dataframe([{"class": k, "AP": v} for k, v in per_class.items()], hide_index=True)
+    st.caption("Checkpoints: " + (", ".join(p.name for p in run.checkpoints) or "none"))

@@ -11,13 +11,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from fcos_lab.analysis.anchors import generate_anchors
 from fcos_lab.config import AssignConfig, ModelConfig
-from fcos_lab.errors import InputError
-from fcos_lab.model.backbone import ResNetBody, build_resnet
-from fcos_lab.model.fpn import FPN
+from fcos_lab.model.detector import PyramidDetector
 from fcos_lab.model.head import FCOSHead
 from fcos_lab.points import Locations
 
@@ -51,16 +49,12 @@ def _anchors_cached(shapes, strides, sizes, scales, ratios, device: str) -> tupl
     return anchors, Locations(centers, stride_per_anchor, levels, counts, tuple(shapes))
 
 
-class AnchorDetector(nn.Module):
+class AnchorDetector(PyramidDetector):
     """RetinaNet (9 anchors, C classes) or an RPN (3 anchors, one class), by configuration."""
 
     def __init__(self, model: ModelConfig, assign: AssignConfig | None = None) -> None:
-        super().__init__()
-        self.config = model
-        self.strides = tuple(model.strides)
+        super().__init__(model)
         self.num_anchors = len(model.anchor_scales) * len(model.anchor_ratios)
-        self.backbone = ResNetBody(build_resnet(model.backbone, model.pretrained_backbone, model.frozen_stages))
-        self.fpn = FPN(self.backbone.out_channels, model.fpn_channels, model.p6p7_from)
         self.head = FCOSHead(
             model.fpn_channels,
             model.num_classes,
@@ -76,12 +70,7 @@ class AnchorDetector(nn.Module):
 
     def forward(self, images: Tensor) -> AnchorOutput:
         """Predict on a padded batch ``[B, 3, H, W]``."""
-        if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
-            shape = list(images.shape) if isinstance(images, Tensor) else type(images).__name__
-            raise InputError(f"images: expected a float batch tensor [B, 3, H, W], got {shape}")
-        if getattr(self, "channels_last", False):
-            images = images.contiguous(memory_format=torch.channels_last)
-        features = self.fpn(self.backbone(images))
+        features = self.pyramid(images)
         cls_logits, box_deltas, _ = self.head(features)
         shapes = tuple((int(f.shape[-2]), int(f.shape[-1])) for f in features)
         m = self.config

@@ -37,7 +37,29 @@ class FCOSOutput:
     locations: Locations
 
 
-class FCOS(nn.Module):
+class PyramidDetector(nn.Module):
+    """Backbone and feature pyramid shared by FCOS and the anchor-based baselines."""
+
+    def __init__(self, model: ModelConfig) -> None:
+        super().__init__()
+        self.config = model
+        self.strides = tuple(model.strides)
+        self.backbone = ResNetBody(build_resnet(model.backbone, model.pretrained_backbone, model.frozen_stages))
+        self.fpn = FPN(self.backbone.out_channels, model.fpn_channels, model.p6p7_from)
+
+    def pyramid(self, images: Tensor) -> list[Tensor]:
+        """Check the padded batch ``[B, 3, H, W]`` and return the pyramid levels P3..P7."""
+        if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3:
+            shape = list(images.shape) if isinstance(images, Tensor) else type(images).__name__
+            raise InputError(f"images: expected a batch tensor [B, 3, H, W], got {shape}")
+        if not images.is_floating_point():
+            raise InputError(f"images: expected a floating-point tensor, got {images.dtype}")
+        if getattr(self, "channels_last", False):
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.fpn(self.backbone(images))
+
+
+class FCOS(PyramidDetector):
     """FCOS with a torchvision ResNet backbone.
 
     Args:
@@ -46,14 +68,10 @@ class FCOS(nn.Module):
     """
 
     def __init__(self, model: ModelConfig, assign: AssignConfig | None = None) -> None:
-        super().__init__()
+        super().__init__(model)
         assign = assign or AssignConfig()
-        self.config = model
         self.location_offset = assign.location_offset
         self.stride_from_image = assign.stride_from_image
-        self.strides = tuple(model.strides)
-        self.backbone = ResNetBody(build_resnet(model.backbone, model.pretrained_backbone, model.frozen_stages))
-        self.fpn = FPN(self.backbone.out_channels, model.fpn_channels, model.p6p7_from)
         self.head = FCOSHead(
             model.fpn_channels,
             model.num_classes,
@@ -68,14 +86,7 @@ class FCOS(nn.Module):
 
     def forward(self, images: Tensor) -> FCOSOutput:
         """Predict on a padded batch ``[B, 3, H, W]`` (normalized, H and W multiples of 32)."""
-        if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3:
-            shape = list(images.shape) if isinstance(images, Tensor) else type(images).__name__
-            raise InputError(f"images: expected a batch tensor [B, 3, H, W], got {shape}")
-        if not images.is_floating_point():
-            raise InputError(f"images: expected a floating-point tensor, got {images.dtype}")
-        if getattr(self, "channels_last", False):
-            images = images.contiguous(memory_format=torch.channels_last)
-        features = self.fpn(self.backbone(images))
+        features = self.pyramid(images)
         cls_logits, box_regression, centerness_logits = self.head(features)
         shapes = tuple((int(f.shape[-2]), int(f.shape[-1])) for f in features)
         locations = make_locations(

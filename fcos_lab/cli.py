@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ann", required=True, help="COCO-format annotation JSON")
     p.add_argument("--json", action="store_true", help="print the statistics as JSON")
     p.add_argument("--out", help="folder for stats.json and table.md")
+    p.add_argument("--no-retinanet", action="store_true", help="skip the anchor rows")
+    p.add_argument("--box-convention", choices=["legacy", "continuous"],
+                   help="legacy: Detectron's [x, y, x+w-1, y+h-1] boxes (the paper's numbers, default); "
+                        "continuous: [x, y, x+w, y+h] as fcos_lab trains")
+    p.add_argument("--ambiguity-unit", choices=["locations", "pairs"], help="count ambiguous locations or (location, box) pairs")
+    p.add_argument("--strict-size-ranges", action="store_true", help="torchvision's strict size-range bounds")
 
     p = sub.add_parser("fiftyone", help="FiftyOne dataset of images, ground truth and predictions: TP/FP/FN, "
                                          "ambiguous locations, unrecallable boxes, errors per level", epilog=EPILOG)
@@ -184,6 +190,10 @@ def _cmd_stats(args) -> int:
     from fcos_lab.analysis.statistics import main as stats_main
 
     argv = ["--ann", args.ann] + (["--json"] if args.json else []) + (["--out", args.out] if args.out else [])
+    argv += ["--no-retinanet"] if args.no_retinanet else []
+    argv += ["--box-convention", args.box_convention] if args.box_convention else []
+    argv += ["--ambiguity-unit", args.ambiguity_unit] if args.ambiguity_unit else []
+    argv += ["--strict-size-ranges"] if args.strict_size_ranges else []
     return int(stats_main(argv) or 0)
 
 

@@ -1,0 +1,8 @@
+"""Analyses of the paper's claims.
+
+- :mod:`fcos_lab.analysis.statistics`: best possible recall (Table 1) and ambiguous samples (Table 2)
+  of any COCO-format annotation file, no model or images needed; ``fcos-lab stats``.
+- :mod:`fcos_lab.analysis.anchors`: RetinaNet anchors and IoU matching (Table 1's anchor-based rows),
+  reusable by a RetinaNet baseline.
+- :mod:`fcos_lab.analysis.report`: measured-vs-paper result records and tables.
+"""

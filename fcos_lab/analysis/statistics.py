@@ -14,7 +14,9 @@ side 800, longer side <= 1333); no images are read.
 
 Every definition the paper leaves open is a keyword of :func:`compute_statistics`, recorded in the
 output under ``"definitions"``; the defaults are the choices that reproduce the paper (see
-``benchmarks/results_statistics.md`` for measured values beside the paper's).
+``benchmarks/results_statistics.md`` for measured values beside the paper's). The one that matters is
+the box convention: the paper's numbers come from Detectron / maskrcnn-benchmark boxes
+``[x, y, x + w - 1, y + h - 1]``.
 
 Images are processed in batches of equal padded size, so the per-image work is tensor code over
 ``[B, P, M]`` (FCOS) and ``[B, A', M]`` (RetinaNet, ``A'`` the anchors that can matter).
@@ -37,8 +39,9 @@ import torch
 from torch import Tensor
 
 from fcos_lab.analysis.anchors import LOW_QUALITY_CHOICES, anchor_recall, candidate_anchors, generate_anchors
+from fcos_lab.data.coco import load_coco_annotations
 from fcos_lab.data.transforms import resize_scale
-from fcos_lab.errors import DataError, FcosLabError
+from fcos_lab.errors import ConfigError, DataError, FcosLabError
 from fcos_lab.points import feature_shapes, make_locations
 from fcos_lab.targets import GroundTruth, assign
 
@@ -98,22 +101,8 @@ class _Boxes:
 
 
 def _load(ann_file: str | Path) -> dict[str, Any]:
-    """The file's JSON, validated by :func:`fcos_lab.data.coco.load_coco_annotations` when available."""
-    try:
-        from fcos_lab.data.coco import load_coco_annotations
-    except ImportError:  # the validator is optional here; fall back to minimal checks
-        load_coco_annotations = None
-    if load_coco_annotations is not None:
-        return load_coco_annotations(ann_file).dataset
-    path = Path(ann_file)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DataError(f"{path}: cannot read a COCO annotation file ({error})") from error
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data, dict) or not isinstance(data.get(key), list):
-            raise DataError(f"{path}: top level: missing list {key!r}")
-    return data
+    """The file's JSON, validated by the data module (DataError naming the file and the record)."""
+    return load_coco_annotations(ann_file).dataset
 
 
 def _prepare_boxes(
@@ -121,64 +110,65 @@ def _prepare_boxes(
     crowd: str, drop_degenerate: bool,
 ) -> tuple[_Boxes, dict[str, Any]]:
     """Resize every box with its image's training scale and pad per image; returns boxes and counts."""
-    images = data["images"]
-    image_row = {}
-    heights = np.zeros(len(images), dtype=np.int64)
-    widths = np.zeros(len(images), dtype=np.int64)
-    for row, image in enumerate(images):
+    image_row: dict[int, int] = {}
+    sizes = []
+    for row, image in enumerate(data["images"]):
         try:
             image_row[image["id"]] = row
-            heights[row], widths[row] = int(image["height"]), int(image["width"])
+            sizes.append((int(image["height"]), int(image["width"])))
         except (KeyError, TypeError, ValueError) as error:
-            raise DataError(f"{ann_file}: images[{row}]: needs integer id, height and width ({error!r})") from error
-    categories = sorted(c["id"] for c in data["categories"])
-    label_of = {cat: i for i, cat in enumerate(categories)}
-    annotations = data["annotations"]
-    try:
-        ann_image = np.array([image_row[a["image_id"]] for a in annotations], dtype=np.int64)
-        ann_xywh = np.array([a["bbox"] for a in annotations], dtype=np.float64).reshape(-1, 4)
-        ann_label = np.array([label_of[a["category_id"]] for a in annotations], dtype=np.int64)
-        ann_crowd = np.array([bool(a.get("iscrowd", 0)) for a in annotations], dtype=bool)
-    except (KeyError, TypeError, ValueError) as error:
-        bad = next(i for i, a in enumerate(annotations) if not _annotation_ok(a, image_row, label_of))
-        raise DataError(f"{ann_file}: annotations[{bad}]: bad image_id, category_id or bbox ({error!r})") from error
+            raise DataError(f"{ann_file}: images[{row}]: needs an id and integer height and width ({error!r})") from error
+    label_of = {cat_id: i for i, cat_id in enumerate(sorted(c["id"] for c in data["categories"]))}
+    columns: list[tuple] = []
+    for i, ann in enumerate(data["annotations"]):
+        try:
+            x, y, w, h = (float(v) for v in ann["bbox"])
+            columns.append((image_row[ann["image_id"]], x, y, w, h, label_of[ann["category_id"]],
+                            bool(ann.get("iscrowd", 0)), ann.get("id", i)))
+        except (KeyError, TypeError, ValueError) as error:
+            raise DataError(f"{ann_file}: annotations[{i}]: bad image_id, category_id or bbox ({error!r})") from error
+    num_images, num_annotations = len(sizes), len(columns)
+    heights = np.array([hh for hh, _ in sizes], dtype=np.int64)
+    widths = np.array([ww for _, ww in sizes], dtype=np.int64)
+    table = np.array([c[:7] for c in columns], dtype=np.float64).reshape(num_annotations, 7)
+    ann_image, (x0, y0, w, h), ann_label = table[:, 0].astype(np.int64), table[:, 1:5].T, table[:, 5].astype(np.int64)
+    ann_crowd = table[:, 6].astype(bool)
 
     # The training resize (Section 4): one scale per image, from the sizes in the file.
-    scales = np.array([resize_scale(int(h), int(w), min_size, max_size) for h, w in zip(heights, widths)])
-    resized_h, resized_w = np.floor(heights * scales), np.floor(widths * scales)
-    padded_sizes = np.stack([np.ceil(resized_h / 32) * 32, np.ceil(resized_w / 32) * 32], 1).astype(np.int64)
-
-    x0, y0, w, h = ann_xywh.T
+    # Deviation from paper: the scale is torchvision's float ``resize_scale`` (as fcos_lab trains), not
+    # maskrcnn-benchmark's integer output size; box corners move by less than a pixel.
+    scales = np.array([resize_scale(hh, ww, min_size, max_size) for hh, ww in zip(heights.tolist(), widths.tolist())])
+    padded_sizes = np.stack([np.ceil(np.floor(heights * scales) / 32) * 32,
+                             np.ceil(np.floor(widths * scales) / 32) * 32], 1).astype(np.int64).reshape(num_images, 2)
     if box_convention == "continuous":
         x1, y1 = x0 + w, y0 + h
         limit_w, limit_h = widths[ann_image], heights[ann_image]
     else:
-        # Detectron / maskrcnn-benchmark: x1 = x + w - 1 in a "+1" pixel convention, clipped to W - 1.
+        # Detectron and maskrcnn-benchmark: x1 = x + w - 1 in their "+1" pixel convention, clipped to W - 1.
         x1, y1 = x0 + np.maximum(w - 1, 0), y0 + np.maximum(h - 1, 0)
         limit_w, limit_h = widths[ann_image] - 1, heights[ann_image] - 1
     xyxy = np.stack([np.clip(x0, 0, limit_w), np.clip(y0, 0, limit_h), np.clip(x1, 0, limit_w), np.clip(y1, 0, limit_h)], 1)
     xyxy = xyxy * scales[ann_image, None]
-    # IoU in the "+1" convention equals continuous IoU of [x0, x1 + 1] (Detectron's bbox_overlaps).
+    # An IoU with "+1" areas (Detectron's bbox_overlaps) is the continuous IoU of [x0, x1 + 1].
     iou_xyxy = xyxy + (np.array([0.0, 0.0, 1.0, 1.0]) if box_convention == "legacy" else 0.0)
     degenerate = (xyxy[:, 2] <= xyxy[:, 0]) | (xyxy[:, 3] <= xyxy[:, 1])
-    keep = ~degenerate & ~(ann_crowd & (crowd == "exclude"))
-    counted = ~(ann_crowd & (crowd == "exclude")) & ~(degenerate & drop_degenerate)
+    dropped_crowd = ann_crowd & (crowd == "exclude")
+    keep = ~degenerate & ~dropped_crowd
+    counted = ~dropped_crowd & ~(degenerate & drop_degenerate)
 
     # Pad per image: [N, M, ...] with M the most boxes of any image.
     order = np.argsort(ann_image, kind="stable")
     order = order[keep[order]]
-    per_image = np.bincount(ann_image[order], minlength=len(images))
+    per_image = np.bincount(ann_image[order], minlength=num_images)
     max_boxes = int(per_image.max()) if len(order) else 0
-    slot = np.arange(len(order)) - np.repeat(np.cumsum(per_image) - per_image, per_image)
     rows = ann_image[order]
-    boxes = np.zeros((len(images), max_boxes, 4), dtype=np.float32)
-    iou_boxes = np.zeros((len(images), max_boxes, 4), dtype=np.float32)
-    labels = np.zeros((len(images), max_boxes), dtype=np.int64)
-    index = np.full((len(images), max_boxes), -1, dtype=np.int64)
-    boxes[rows, slot] = xyxy[order]
-    iou_boxes[rows, slot] = iou_xyxy[order]
-    labels[rows, slot] = ann_label[order]
-    index[rows, slot] = order
+    slot = np.arange(len(order)) - np.repeat(np.cumsum(per_image) - per_image, per_image)
+    boxes = np.zeros((num_images, max_boxes, 4), dtype=np.float32)
+    iou_boxes = np.zeros((num_images, max_boxes, 4), dtype=np.float32)
+    labels = np.zeros((num_images, max_boxes), dtype=np.int64)
+    index = np.full((num_images, max_boxes), -1, dtype=np.int64)
+    boxes[rows, slot], iou_boxes[rows, slot] = xyxy[order], iou_xyxy[order]
+    labels[rows, slot], index[rows, slot] = ann_label[order], order
     gt = _Boxes(
         boxes=torch.from_numpy(boxes),
         iou_boxes=torch.from_numpy(iou_boxes),
@@ -188,27 +178,16 @@ def _prepare_boxes(
         padded_sizes=padded_sizes,
     )
     info = {
-        "num_images": len(images),
+        "num_images": num_images,
         "num_images_with_boxes": int((per_image > 0).sum()),
-        "num_annotations": len(annotations),
+        "num_annotations": num_annotations,
         "num_boxes": int(counted.sum()),
         "num_crowd": int(ann_crowd.sum()),
         "num_degenerate": int(degenerate.sum()),
         "counted": counted,
-        "annotation_ids": np.array([a.get("id", i) for i, a in enumerate(annotations)]),
+        "annotation_ids": np.array([c[7] for c in columns], dtype=object),
     }
     return gt, info
-
-
-def _annotation_ok(annotation: Any, image_row: dict, label_of: dict) -> bool:
-    try:
-        return (
-            annotation["image_id"] in image_row
-            and annotation["category_id"] in label_of
-            and len(np.asarray(annotation["bbox"], dtype=np.float64).reshape(4)) == 4
-        )
-    except (KeyError, TypeError, ValueError):
-        return False
 
 
 def _batches(gt: _Boxes, max_images: int, max_elements: int) -> list[tuple[tuple[int, int], np.ndarray]]:
@@ -239,6 +218,8 @@ class _FcosRow:
         self.name, self.strides, self.size_ranges = name, tuple(strides), tuple(size_ranges)
         self.inclusive, self.radius, self.location_offset = inclusive, radius, location_offset
         self.recalled = torch.zeros(num_annotations, dtype=torch.bool)
+        self.has_inside = torch.zeros(num_annotations, dtype=torch.bool)  # some location strictly inside
+        self.has_candidate = torch.zeros(num_annotations, dtype=torch.bool)  # ... and in its size range
         self.boxes_per_level = torch.zeros((num_annotations, len(strides)), dtype=torch.bool)
         self.positive_per_level = torch.zeros(len(strides), dtype=torch.int64)
         self.counts = defaultdict(int)
@@ -252,7 +233,6 @@ class _FcosRow:
         locations = make_locations(shapes, self.strides, offset=self.location_offset)
         result = assign(locations, gt, self.size_ranges, size_range_inclusive=self.inclusive,
                         center_sampling_radius=self.radius)
-        num_images, num_boxes = gt.labels.shape
 
         # Recall: a box is recalled when some location regresses it after the minimal-area rule.
         image_index, point_index = result.positive.nonzero(as_tuple=True)
@@ -262,6 +242,13 @@ class _FcosRow:
         self.recalled[hit_index] = True
         self.boxes_per_level[hit_index, level] = True
         self.positive_per_level += torch.bincount(level, minlength=len(self.strides))
+        # Why a box is missed, looked up for the missed boxes only ([K, P] rather than [B, P, M]).
+        missed = annotation_index >= 0
+        missed[image_index, matched] = False
+        missed_image, missed_box = missed.nonzero(as_tuple=True)
+        missed_index = annotation_index[missed_image, missed_box]
+        self.has_inside[missed_index[result.inside_box[missed_image, :, missed_box].any(dim=1)]] = True
+        self.has_candidate[missed_index[result.candidates[missed_image, :, missed_box].any(dim=1)]] = True
 
         # Ambiguous samples: locations that fall into more than one box after the size ranges.
         num_candidates = result.num_candidates
@@ -282,8 +269,9 @@ class _FcosRow:
         self.seconds += time.perf_counter() - start
 
 
-def _percent(numerator: float, denominator: float) -> float:
-    return 100.0 * numerator / denominator if denominator else float("nan")
+def _percent(numerator: float, denominator: float) -> float | None:
+    """``100 * numerator / denominator``, or None (JSON null) when nothing was counted."""
+    return 100.0 * numerator / denominator if denominator else None
 
 
 def compute_statistics(
@@ -300,7 +288,7 @@ def compute_statistics(
     ambiguity_unit: str = "locations",
     crowd: str = "exclude",
     drop_degenerate: bool = True,
-    box_convention: str = "continuous",
+    box_convention: str = "legacy",
     location_offset: str = "half_stride",
     anchor_offset: float = 0.5,
     anchor_detectron_rounding: bool = True,
@@ -326,9 +314,12 @@ def compute_statistics(
             ``"include"``: they are ordinary boxes, assigned and counted.
         drop_degenerate: boxes with no area after conversion are left out of the denominator, as
             maskrcnn-benchmark's ``remove_empty`` does; False counts them as never recalled.
-        box_convention: ``"continuous"``: ``[x, y, x + w, y + h]``; ``"legacy"``: Detectron and
-            maskrcnn-benchmark's ``[x, y, x + w - 1, y + h - 1]`` (used as-is by FCOS assignment, IoU
-            with their "+1" areas), which makes every box about ``scale`` pixels narrower for FCOS.
+        box_convention: ``"legacy"`` (default): Detectron's and maskrcnn-benchmark's ``x1 = x + w - 1``
+            ("+1" pixel convention). FCOS assignment then sees ``[x, x + w - 1] * scale``, exactly the
+            corners the official FCOS code compares locations with, and RetinaNet IoU uses Detectron's
+            "+1" areas. This is what reproduces Tables 1 and 2 (to 0.03 points). ``"continuous"``:
+            ``[x, x + w] * scale``, the boxes fcos_lab trains on; every box is about ``scale`` pixels
+            wider and taller for FCOS, and all BPRs come out 0.1 to 1.0 points higher.
         location_offset: FCOS locations at ``floor(s/2) + x*s`` (``"half_stride"``) or ``x*s``.
         anchor_offset, anchor_detectron_rounding: the RetinaNet anchor layout (see
             :func:`fcos_lab.analysis.anchors.generate_anchors`); the defaults are Detectron's.
@@ -341,6 +332,7 @@ def compute_statistics(
 
     Raises:
         DataError: the file cannot be read or a record is malformed (the message names both).
+        ConfigError: an unknown ``ambiguity_unit``, ``crowd`` or ``box_convention``.
     """
     for name, value, choices in (
         ("ambiguity_unit", ambiguity_unit, AMBIGUITY_UNITS),
@@ -348,8 +340,14 @@ def compute_statistics(
         ("box_convention", box_convention, BOX_CONVENTIONS),
     ):
         if value not in choices:
-            raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-    definitions = {k: v for k, v in locals().items() if k not in ("ann_file", "name", "value", "choices")}
+            raise ConfigError(f"{name} must be one of {choices}, got {value!r}")
+    definitions = dict(
+        min_size=min_size, max_size=max_size, size_range_inclusive=size_range_inclusive,
+        center_sampling_radius=center_sampling_radius, ambiguity_unit=ambiguity_unit, crowd=crowd,
+        drop_degenerate=drop_degenerate, box_convention=box_convention, location_offset=location_offset,
+        anchor_offset=anchor_offset, anchor_detectron_rounding=anchor_detectron_rounding,
+        pos_thresh=pos_thresh, neg_thresh=neg_thresh,
+    )
     timings: dict[str, float] = {}
     start = time.perf_counter()
     data = _load(ann_file)
@@ -385,6 +383,8 @@ def compute_statistics(
         if rules:
             tick = time.perf_counter()
             shapes = feature_shapes(padded_size, 5)
+            # Deviation from paper: anchors cover the padded image (torchvision, detectron2), not Detectron's
+            # fixed 1344 x 1344 field, whose extra anchors lie outside the image.
             if anchors_for_size is None or anchors_for_size[0] != padded_size:
                 anchors_for_size = (padded_size, generate_anchors(shapes, **anchor_kwargs))
             iou_boxes = gt_all.iou_boxes[index, :num_boxes]
@@ -409,11 +409,19 @@ def compute_statistics(
         recalled = row.recalled & counted
         suffix = row.name.removeprefix("fcos_")
         stats[f"fcos_bpr_{suffix}"] = _percent(int(recalled.sum()), num_counted)
-        unit = "locations" if ambiguity_unit == "locations" else "pairs"
-        stats[f"ambiguous_{suffix}"] = _percent(row.counts[f"ambiguous_{unit}"], row.counts[f"positive_{unit}"])
-        stats[f"ambiguous_diff_class_{suffix}"] = _percent(row.counts[f"ambiguous_diff_class_{unit}"],
-                                                           row.counts[f"positive_{unit}"])
-        counts[row.name] = {"recalled_boxes": int(recalled.sum()), **row.counts}
+        positives = row.counts[f"positive_{ambiguity_unit}"]
+        stats[f"ambiguous_{suffix}"] = _percent(row.counts[f"ambiguous_{ambiguity_unit}"], positives)
+        stats[f"ambiguous_diff_class_{suffix}"] = _percent(row.counts[f"ambiguous_diff_class_{ambiguity_unit}"], positives)
+        missed = counted & ~row.recalled  # has_inside / has_candidate are only filled in for these
+        counts[row.name] = {
+            "recalled_boxes": int(recalled.sum()),
+            # Why the others are missed: no location strictly inside; locations inside but none in the
+            # size range (or center region); or every candidate location went to a smaller box.
+            "unrecalled_no_location_inside": int((missed & ~row.has_inside).sum()),
+            "unrecalled_outside_size_ranges": int((missed & row.has_inside & ~row.has_candidate).sum()),
+            "unrecalled_lost_to_smaller_boxes": int((missed & row.has_candidate).sum()),
+            **row.counts,
+        }
         names = LEVEL_NAMES if len(row.strides) == len(LEVEL_NAMES) else ("P4",)
         per_level[row.name] = {
             name: {"positive_locations": int(row.positive_per_level[i]), "boxes": int(row.boxes_per_level[:, i].sum())}
@@ -445,11 +453,11 @@ def format_table(stats: dict[str, Any]) -> str:
     for key, label in ROW_LABELS.items():
         if key not in stats:
             continue
-        paper = PAPER_VALUES.get(key)
-        measured = stats[key]
+        paper, measured = PAPER_VALUES.get(key), stats[key]
         paper_text = f"{paper:.2f}" if paper is not None else "-"
-        diff_text = f"{measured - paper:+.2f}" if paper is not None else "-"
-        lines.append(f"| {label} | `{key}` | {paper_text} | {measured:.2f} | {diff_text} |")
+        measured_text = f"{measured:.2f}" if measured is not None else "n/a"
+        diff_text = f"{measured - paper:+.2f}" if paper is not None and measured is not None else "-"
+        lines.append(f"| {label} | `{key}` | {paper_text} | {measured_text} | {diff_text} |")
     counts = stats.get("counts", {})
     if counts:
         lines.append("")
@@ -466,7 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the full statistics as JSON")
     parser.add_argument("--out", help="directory to write stats.json and table.md into")
     parser.add_argument("--no-retinanet", action="store_true", help="skip the RetinaNet rows")
-    parser.add_argument("--box-convention", choices=BOX_CONVENTIONS, default="continuous")
+    parser.add_argument("--box-convention", choices=BOX_CONVENTIONS, default="legacy")
     parser.add_argument("--ambiguity-unit", choices=AMBIGUITY_UNITS, default="locations")
     parser.add_argument("--crowd", choices=CROWD_CHOICES, default="exclude")
     parser.add_argument("--strict-size-ranges", action="store_true", help="m_{i-1} < max < m_i (torchvision)")

@@ -73,7 +73,14 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def build_resnet(name: str, pretrained: str | None = None, frozen_stages: int = 1) -> models.ResNet:
+NORM_LAYERS = {
+    "frozen_bn": FrozenBatchNorm2d,
+    "bn": nn.BatchNorm2d,
+    "gn": lambda channels: nn.GroupNorm(32, channels),
+}
+
+
+def build_resnet(name: str, pretrained: str | None = None, frozen_stages: int = 1, norm: str = "frozen_bn") -> models.ResNet:
     """A torchvision ResNet/ResNeXt with frozen BatchNorm, optionally loaded from a local file.
 
     Args:
@@ -81,6 +88,8 @@ def build_resnet(name: str, pretrained: str | None = None, frozen_stages: int = 
         pretrained: path of a torchvision ImageNet state dict for this architecture, or None.
         frozen_stages: 0 freezes nothing; k >= 1 freezes the stem and ``layer1..layer{k}``
             (Detectron's FREEZE_AT=2, used by the paper, is ``frozen_stages=1``).
+        norm: ``"frozen_bn"`` (the paper, with pretrained weights), or ``"bn"`` / ``"gn"`` for training
+            from scratch, where a frozen BN with random statistics would be no normalization at all.
     """
     if name not in BACKBONES:
         raise CheckpointError(f"unknown backbone {name!r}; valid: {', '.join(BACKBONES)}")
@@ -88,7 +97,9 @@ def build_resnet(name: str, pretrained: str | None = None, frozen_stages: int = 
         raise ValueError(f"frozen_stages must be in 0..4 (stem + layer1..layer4), got {frozen_stages}")
     # Deviation from paper: none in spirit; Detectron freezes BN statistics and affine terms, as
     # FrozenBatchNorm2d does. With random init the statistics stay at mean 0 / var 1.
-    resnet = BACKBONES[name](weights=None, norm_layer=FrozenBatchNorm2d)
+    if norm not in NORM_LAYERS:
+        raise ValueError(f"backbone norm must be one of {', '.join(NORM_LAYERS)}, got {norm!r}")
+    resnet = BACKBONES[name](weights=None, norm_layer=NORM_LAYERS[norm])
     if pretrained:
         state = load_state_dict_file(pretrained)
         # torchvision's ImageNet weights come from nn.BatchNorm2d, whose ``num_batches_tracked`` counters

@@ -44,7 +44,7 @@ class PyramidDetector(nn.Module):
         super().__init__()
         self.config = model
         self.strides = tuple(model.strides)
-        self.backbone = ResNetBody(build_resnet(model.backbone, model.pretrained_backbone, model.frozen_stages))
+        self.backbone = ResNetBody(build_resnet(model.backbone, model.pretrained_backbone, model.frozen_stages, model.backbone_norm))
         self.fpn = FPN(self.backbone.out_channels, model.fpn_channels, model.p6p7_from)
 
     def pyramid(self, images: Tensor) -> list[Tensor]:

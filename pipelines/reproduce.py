@@ -1,6 +1,6 @@
 """Run the paper's notebooks with papermill and build the "paper vs measured" report.
 
-    python -m pipelines.reproduce --scale smoke|workshop|paper [--only 03,04] --out DIR [--force]
+    python -m pipelines.reproduce --scale smoke|workshop|paper [--only 03,04] --out DIR [--force] [--notebooks DIR]
 
 Each notebook runs as its own executed copy in ``DIR/<notebook>/``; a notebook whose complete
 ``results.json`` for the same scale exists is skipped unless ``--force``. A notebook that fails keeps
@@ -13,10 +13,12 @@ all analysis lives in ``fcos_lab``.
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import sys
 from pathlib import Path
 
+from fcos_lab.analysis.experiments import SCALE_NOTES
 from fcos_lab.analysis.report import SCALES, load_results, reproduction_report
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,6 +35,13 @@ NOTEBOOKS = (
     "09-centerness-vs-iou",
     "10-qualitative",
 )
+
+
+def notebooks_in(notebook_dir: Path) -> tuple[str, ...]:
+    """The notebooks to run: :data:`NOTEBOOKS` for the repository's folder, else every ``NN-name.ipynb`` in it."""
+    if notebook_dir.resolve() == NOTEBOOK_DIR.resolve():
+        return NOTEBOOKS
+    return tuple(sorted(p.stem for p in notebook_dir.glob("[0-9][0-9]-*.ipynb")))
 
 
 def parameters_for(notebook: str, scale: str, out_dir: Path, device: str, data_root: str | None) -> dict:
@@ -55,14 +64,17 @@ def is_complete(out_dir: Path, scale: str) -> bool:
 
 
 def run(scale: str, out: Path, only: list[str] | None = None, force: bool = False, device: str = "auto",
-        data_root: str | None = None, kernel: str = "python3") -> int:
+        data_root: str | None = None, kernel: str = "python3", notebook_dir: Path | None = None) -> int:
+    """Run the selected notebooks, write the report; 0 when all ran, 1 when one failed, 2 for bad arguments."""
     import papermill
 
+    notebook_dir = Path(notebook_dir) if notebook_dir is not None else NOTEBOOK_DIR
+    notebooks = notebooks_in(notebook_dir)
     out.mkdir(parents=True, exist_ok=True)
-    selected = [n for n in NOTEBOOKS if not only or n.split("-")[0] in only or n in only]
-    unknown = [o for o in (only or []) if not any(n.split("-")[0] == o or n == o for n in NOTEBOOKS)]
+    selected = [n for n in notebooks if not only or n.split("-")[0] in only or n in only]
+    unknown = [o for o in (only or []) if not any(n.split("-")[0] == o or n == o for n in notebooks)]
     if unknown:
-        print(f"unknown notebook(s) {unknown}; valid: {', '.join(n.split('-')[0] for n in NOTEBOOKS)}", file=sys.stderr)
+        print(f"unknown notebook(s) {unknown}; valid: {', '.join(n.split('-')[0] for n in notebooks)}", file=sys.stderr)
         return 2
     failed: dict[str, str] = {}
     for name in selected:
@@ -72,9 +84,11 @@ def run(scale: str, out: Path, only: list[str] | None = None, force: bool = Fals
             continue
         print(f"[run]  {name} (scale {scale})", flush=True)
         target.mkdir(parents=True, exist_ok=True)
+        # A results.json left by an earlier (other-scale or failed) run must not pass for this run's.
+        (target / "results.json").unlink(missing_ok=True)
         try:
             papermill.execute_notebook(
-                str(NOTEBOOK_DIR / f"{name}.ipynb"),
+                str(notebook_dir / f"{name}.ipynb"),
                 str(target / f"{name}.ipynb"),
                 parameters=parameters_for(name, scale, target, device, data_root),
                 kernel_name=kernel,
@@ -85,8 +99,12 @@ def run(scale: str, out: Path, only: list[str] | None = None, force: bool = Fals
             summary = str(error).strip().splitlines()
             failed[name] = (summary[-1] if summary else type(error).__name__)[:300]
             print(f"[fail] {name}: {failed[name]}", file=sys.stderr)
-    results = [load_results(out / n / "results.json") for n in NOTEBOOKS if (out / n / "results.json").is_file()]
+    results = [load_results(out / n / "results.json") for n in notebooks if (out / n / "results.json").is_file()]
     markdown, page = reproduction_report(results, failed)
+    if scale in SCALE_NOTES:  # what the numbers of this scale can be compared with, above every table
+        title, rest = markdown.split("\n", 1)
+        markdown = f"{title}\n\n> {SCALE_NOTES[scale]}\n{rest}"
+        page = page.replace("</h1>", f"</h1><p><i>{html.escape(SCALE_NOTES[scale])}</i></p>", 1)
     (out / "reproduction.md").write_text(markdown)
     (out / "reproduction.html").write_text(page)
     print(f"wrote {out / 'reproduction.md'} and {out / 'reproduction.html'}")
@@ -102,9 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--data-root", help="folder with coco/annotations and coco/images (default: ../shared/data)")
     parser.add_argument("--kernel", default="python3", help="Jupyter kernel name (default: %(default)s)")
+    parser.add_argument("--notebooks", type=Path, default=None,
+                        help="folder of NN-name.ipynb notebooks to run instead of notebooks/ (default: notebooks/)")
     args = parser.parse_args(argv)
     only = [o.strip() for o in args.only.split(",")] if args.only else None
-    return run(args.scale, Path(args.out), only, args.force, args.device, args.data_root, args.kernel)
+    return run(args.scale, Path(args.out), only, args.force, args.device, args.data_root, args.kernel, args.notebooks)
 
 
 if __name__ == "__main__":

@@ -27,10 +27,9 @@ def centerness_from_ltrb(ltrb: Tensor) -> Tensor:
 
     Non-positive distances (locations outside the box) give 0 rather than NaN.
     """
-    left_right = ltrb[..., [0, 2]]
-    top_bottom = ltrb[..., [1, 3]]
-    ratio = (left_right.min(dim=-1).values / left_right.max(dim=-1).values.clamp(min=1e-12)) * (
-        top_bottom.min(dim=-1).values / top_bottom.max(dim=-1).values.clamp(min=1e-12)
+    left, top, right, bottom = ltrb.unbind(dim=-1)
+    ratio = (torch.minimum(left, right) / torch.maximum(left, right).clamp(min=1e-12)) * (
+        torch.minimum(top, bottom) / torch.maximum(top, bottom).clamp(min=1e-12)
     )
     return ratio.clamp(min=0).sqrt()
 

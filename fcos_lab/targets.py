@@ -12,9 +12,12 @@ images or boxes), and the intermediate masks are returned so that the paper's st
 
 Speed: on a grid, l* and r* depend only on a location's column and t* and b* only on its row, and so
 does every test on them (inside the box, size range, center region). They are computed per column and
-per row (``[B, X, M]`` and ``[B, Y, M]`` with X, Y a few hundred) and combined per location by one
-boolean AND or OR, instead of on float ``[B, P, M]`` tensors. The minimal-area rule ranks the boxes of
-each image once and takes the best-ranked candidate. Results are identical to the direct formulas.
+per row (``[B, X, M]`` and ``[B, Y, M]`` with X, Y a few hundred) and combined into the ``[B, P, M]``
+masks by one boolean AND or OR per level, instead of on float ``[B, P, M]`` tensors. The minimal-area
+rule ranks each image's boxes once; the candidates of each location are also kept as int64 bit sets in
+that order, so that counting them and picking the best-ranked one are integer operations on ``[B, P]``
+rather than reductions over M. The results are identical to the direct formulas (which run,
+element-wise, when the locations are no grid); ``tests/test_targets.py`` checks both against them.
 
 Glossary: B images, P locations over all levels, M ground-truth boxes (padded), L levels.
 """
@@ -150,60 +153,101 @@ class _Layout:
 
 @lru_cache(maxsize=64)
 def _layout(locations: Locations) -> _Layout:
-    """The grid structure of ``locations``, checked once per (cached) :class:`Locations` object."""
+    """The columns and rows of every level's grid, or the element-wise layout when the points are no grid.
+
+    The check reads the points (a device synchronisation); :func:`fcos_lab.points.make_locations`
+    returns cached objects, so it runs once per feature-map shape rather than once per step.
+    """
     points, strides, levels = locations.points, locations.strides, locations.level_index
     num_points = points.shape[0]
     elementwise = _Layout(points[:, 0], points[:, 1], strides, strides, levels, levels, None, num_points)
     if len(locations.shapes) != len(locations.num_per_level) or sum(locations.num_per_level) != num_points:
         return elementwise
-    columns, rows, blocks = [], [], []
+    first_row_locations, first_column_locations, column_of, row_of, blocks = [], [], [], [], []
     start = first_row = first_column = 0
     for (height, width), count in zip(locations.shapes, locations.num_per_level):
-        if height * width != count:
+        if height * width != count or count == 0:
             return elementwise
-        level = slice(start, start + count)
-        grid_x, grid_y = points[level, 0].view(height, width), points[level, 1].view(height, width)
-        is_grid = (
-            torch.equal(grid_x, grid_x[:1].expand(height, width))
-            and torch.equal(grid_y, grid_y[:, :1].expand(height, width))
-            and bool((strides[level] == strides[start]).all())
-            and bool((levels[level] == levels[start]).all())
-        ) if count else True
-        if not is_grid:
-            return elementwise
-        columns.append((grid_x[0] if height else grid_x.new_zeros(width), start, width))
-        rows.append((grid_y[:, 0], start, height))
+        index = torch.arange(count, device=points.device).view(height, width)
+        first_row_locations.append(start + index[0])  # one location per column
+        first_column_locations.append(start + index[:, 0])  # one location per row
+        column_of.append(first_column + index.remainder(width).flatten())
+        row_of.append(first_row + index.div(width, rounding_mode="floor").flatten())
         blocks.append((start, height, width, first_row, first_column))
         start, first_row, first_column = start + count, first_row + height, first_column + width
-
-    def per_axis(parts, values):
-        return torch.cat([values[first].expand(size) if size else values[:0] for _, first, size in parts])
-
-    return _Layout(
-        x=torch.cat([c for c, _, _ in columns]),
-        y=torch.cat([r for r, _, _ in rows]),
-        x_stride=per_axis(columns, strides),
-        y_stride=per_axis(rows, strides),
-        x_level=per_axis(columns, levels),
-        y_level=per_axis(rows, levels),
-        blocks=tuple(blocks),
-        num_points=num_points,
+    columns, rows = torch.cat(first_row_locations), torch.cat(first_column_locations)
+    column_of, row_of = torch.cat(column_of), torch.cat(row_of)
+    grid = _Layout(
+        points[columns, 0], points[rows, 1], strides[columns], strides[rows], levels[columns], levels[rows],
+        tuple(blocks), num_points,
     )
+    # A grid only if every location is rebuilt exactly from its column and its row.
+    is_grid = (
+        torch.equal(points[:, 0], grid.x[column_of])
+        and torch.equal(points[:, 1], grid.y[row_of])
+        and torch.equal(strides, grid.x_stride[column_of])
+        and torch.equal(strides, grid.y_stride[row_of])
+        and torch.equal(levels, grid.x_level[column_of])
+        and torch.equal(levels, grid.y_level[row_of])
+    )
+    return grid if is_grid else elementwise
 
 
 def _per_location(op: Callable[..., Tensor], per_row: Tensor, per_column: Tensor, layout: _Layout) -> Tensor:
-    """``[B, P, M]`` = ``op(per_row[row of p], per_column[column of p])`` for boolean ``[B, Y, M]``, ``[B, X, M]``."""
+    """``[B, P, K]`` = ``op(per_row[row of p], per_column[column of p])`` for ``[B, Y, K]`` and ``[B, X, K]``.
+
+    ``op`` is a logical (bool masks, K = M) or bitwise (int64 bit sets, K = words) AND / OR with ``out=``.
+    """
     if layout.blocks is None:
         return op(per_row, per_column)
-    num_images, _, num_boxes = per_row.shape
-    out = torch.empty((num_images, layout.num_points, num_boxes), dtype=torch.bool, device=per_row.device)
+    num_images, _, depth = per_row.shape
+    out = torch.empty((num_images, layout.num_points, depth), dtype=per_row.dtype, device=per_row.device)
     for start, height, width, first_row, first_column in layout.blocks:
         op(
             per_row[:, first_row : first_row + height, None, :],
             per_column[:, None, first_column : first_column + width, :],
-            out=out[:, start : start + height * width].view(num_images, height, width, num_boxes),
+            out=out[:, start : start + height * width].view(num_images, height, width, depth),
         )
     return out
+
+
+# Boxes per int64 word of a bit set: below 2**53, so float64 holds every set exactly (frexp finds the top bit).
+_BITS_PER_WORD = 52
+
+
+def _bit_sets(mask: Tensor, order: Tensor) -> Tensor:
+    """Pack ``mask`` ``[B, N, M]`` into int64 bit sets ``[B, N, W]``, boxes in ``order`` from the top bit down.
+
+    The box of rank k (``order[:, k]``) is bit ``51 - k % 52`` of word ``k // 52``: the best-ranked box of a
+    set is its first non-empty word's highest bit.
+    """
+    num_images, num_rows, num_boxes = mask.shape
+    num_words = -(-num_boxes // _BITS_PER_WORD)
+    ranked = mask.gather(2, order[:, None, :].expand(-1, num_rows, -1)).long()
+    ranked = torch.nn.functional.pad(ranked, (0, num_words * _BITS_PER_WORD - num_boxes))
+    weights = 2 ** torch.arange(_BITS_PER_WORD - 1, -1, -1, device=mask.device)
+    return (ranked.view(num_images, num_rows, num_words, _BITS_PER_WORD) * weights).sum(dim=-1)
+
+
+def _popcount(words: Tensor) -> Tensor:
+    """Number of set bits of non-negative int64 ``words`` (the classic SWAR bit count)."""
+    x = words - ((words >> 1) & 0x5555555555555555)
+    x = (x & 0x3333333333333333) + ((x >> 2) & 0x3333333333333333)
+    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0F
+    x = x + (x >> 8)
+    x = x + (x >> 16)
+    x = x + (x >> 32)
+    return x & 0x7F
+
+
+def _first_rank(words: Tensor) -> Tensor:
+    """Rank of the best box in bit sets ``[B, P, W]`` (from :func:`_bit_sets`); W * 52 where empty."""
+    num_words = words.shape[-1]
+    top_bit = torch.frexp(words.double()).exponent - 1  # -1 for an empty word
+    rank = torch.full(words.shape[:-1], num_words * _BITS_PER_WORD, dtype=torch.int64, device=words.device)
+    for w in range(num_words - 1, -1, -1):  # one word up to 52 boxes: a loop of one in practice
+        rank = torch.where(words[..., w] != 0, w * _BITS_PER_WORD + _BITS_PER_WORD - 1 - top_bit[..., w], rank)
+    return rank
 
 
 def assign(
@@ -239,7 +283,8 @@ def assign(
     num_images, num_boxes, _ = boxes.shape
     points, strides = locations.points, locations.strides
     num_points = points.shape[0]
-    ranges = size_ranges_per_location(locations, size_ranges)  # validates the number of ranges
+    if len(size_ranges) != len(locations.num_per_level):
+        raise InputError(f"{len(size_ranges)} size ranges for {len(locations.num_per_level)} levels")
     layout = _layout(locations)
     table = torch.tensor([[float(lo), float(hi)] for lo, hi in size_ranges], device=points.device)
 
@@ -250,14 +295,13 @@ def assign(
     inside_x, inside_y = (left > 0) & (right > 0), (top > 0) & (bottom > 0)
     inside_box = _per_location(torch.logical_and, inside_y, inside_x, layout)
 
-    # max(l*, t*, r*, b*) = max(max(l*, r*), max(t*, b*)): it is <= m_i when both are, >= m_{i-1} when either is.
+    # max(l*, t*, r*, b*) = max(max(l*, r*), max(t*, b*)) is <= m_i when both are and >= m_{i-1} when either is.
     reach_x, reach_y = torch.maximum(left, right), torch.maximum(top, bottom)
     lower_x, upper_x = table[layout.x_level, 0][None, :, None], table[layout.x_level, 1][None, :, None]
     lower_y, upper_y = table[layout.y_level, 0][None, :, None], table[layout.y_level, 1][None, :, None]
-    if size_range_inclusive:
-        above_x, below_x, above_y, below_y = reach_x >= lower_x, reach_x <= upper_x, reach_y >= lower_y, reach_y <= upper_y
-    else:
-        above_x, below_x, above_y, below_y = reach_x > lower_x, reach_x < upper_x, reach_y > lower_y, reach_y < upper_y
+    above, below = (torch.ge, torch.le) if size_range_inclusive else (torch.gt, torch.lt)
+    above_x, below_x = above(reach_x, lower_x), below(reach_x, upper_x)
+    above_y, below_y = above(reach_y, lower_y), below(reach_y, upper_y)
     in_size_range = _per_location(torch.logical_and, below_y, below_x, layout)
     in_size_range &= _per_location(torch.logical_or, above_y, above_x, layout)
 
@@ -271,29 +315,33 @@ def assign(
         eligible_x, eligible_y = eligible_x & near_x, eligible_y & near_y
     else:
         in_center_region = torch.ones_like(inside_box)
+    candidates = _per_location(torch.logical_and, eligible_y, eligible_x, layout)
+    candidates &= in_size_range
 
-    candidates = _per_location(torch.logical_and, eligible_y, eligible_x, layout) & in_size_range
-    num_candidates = candidates.sum(dim=2)
-
-    # Minimal-area rule for ambiguous samples (Section 3.1): rank each image's boxes once (ties keep the
-    # first box, as argmin / argmax do) and take the best-ranked candidate of every location.
     areas = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
     if num_boxes == 0:
         matched_gt = torch.full((num_images, num_points), -1, dtype=torch.int64, device=points.device)
+        num_candidates = torch.zeros((num_images, num_points), dtype=torch.int64, device=points.device)
     else:
+        # Minimal-area rule for ambiguous samples (Section 3.1): rank each image's boxes once (ties keep
+        # the first box, as argmin / argmax do); a location regresses its best-ranked candidate.
         if area_tiebreak_float32:
             key = 1e8 - areas.to(torch.float32)
             order = torch.sort(key, dim=1, descending=True, stable=True).indices
         else:
             order = torch.sort(areas, dim=1, stable=True).indices
-        # priority M for the best box of an image, 1 for the worst, 0 for "not a candidate".
-        rank_dtype = torch.int16 if num_boxes < 2**15 else torch.int64
-        priority = torch.empty_like(order, dtype=rank_dtype).scatter_(
-            1, order, torch.arange(num_boxes, 0, -1, dtype=rank_dtype, device=order.device).expand_as(order)
-        )
-        best = torch.where(candidates, priority[:, None, :], 0).amax(dim=2)
-        matched_gt = order.gather(1, (num_boxes - best.long()).clamp(max=num_boxes - 1))
-        found = best > 0
+        # Each location's candidate boxes as int64 bit sets (a few bytes per location instead of M), built
+        # from its row's and its column's: a candidate is eligible and below m_i on both axes and above
+        # m_{i-1} on either, so the set is (row: E, B, A) & (column: E, B) | (row: E, B) & (column: E, B, A).
+        # Its popcount is the number of candidates, its highest bit the best-ranked one.
+        row, column = eligible_y & below_y, eligible_x & below_x
+        row_above, column_above = row & above_y, column & above_x
+        sets = _per_location(torch.bitwise_and, _bit_sets(row_above, order), _bit_sets(column, order), layout)
+        sets |= _per_location(torch.bitwise_and, _bit_sets(row, order), _bit_sets(column_above, order), layout)
+        num_candidates = _popcount(sets).sum(dim=2)
+        rank = _first_rank(sets)
+        matched_gt = order.gather(1, rank.clamp(max=num_boxes - 1))
+        found = num_candidates > 0
         if area_tiebreak_float32:
             # torchvision: max over boxes of candidate * (1e8 - area), background when below 1e-5.
             found &= key.gather(1, matched_gt) >= 1e-5
@@ -305,14 +353,15 @@ def assign(
         matched_boxes = torch.zeros((num_images, num_points, 4), dtype=boxes.dtype, device=boxes.device)
         labels = torch.full_like(matched_gt, -1)
     else:
-        matched_boxes = boxes.gather(1, safe_index[..., None].expand(-1, -1, 4))
-        labels = torch.where(positive, gt_labels.gather(1, safe_index), -1)
+        # Rows of the flattened [B * M, 4] boxes: faster than a gather along M with an expanded index.
+        flat_index = safe_index + torch.arange(num_images, device=boxes.device)[:, None] * num_boxes
+        matched_boxes = boxes.reshape(-1, 4)[flat_index]
+        labels = torch.where(positive, gt_labels.reshape(-1)[flat_index], -1)
     box_targets = encode_ltrb(points[None], matched_boxes)
     centerness_targets = torch.where(positive, centerness_from_ltrb(box_targets), 0.0)
     if normalize_by_stride:
         box_targets = box_targets / strides[None, :, None]
     box_targets = torch.where(positive[..., None], box_targets, 0.0)
-    del ranges
 
     return Assignment(
         labels=labels,

@@ -132,7 +132,8 @@ def test_dotted_overrides():
     # The preset itself is untouched (frozen dataclasses, new objects).
     assert get_preset("fcos_r50_fpn_1x").model.backbone == "resnet50"
     # A path for the pretrained weights is kept as a string.
-    assert resolve("fcos_r50_fpn_1x", ["model.pretrained_backbone=/w/r50.pth"]).model.pretrained_backbone == "/w/r50.pth"
+    with_weights = resolve("fcos_r50_fpn_1x", ["model.pretrained_backbone=/w/r50.pth"])
+    assert with_weights.model.pretrained_backbone == "/w/r50.pth"
     # Overrides survive a round trip.
     assert config_from_dict(json.loads(c.to_json())) == c
 

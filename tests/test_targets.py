@@ -225,10 +225,8 @@ def test_zero_boxes_gives_all_background():
     assert a.box_targets.shape == (2, 16, 4)
     assert a.inside_box.shape == (2, 16, 0)
     # Same with the torchvision switches.
-    _assert_all_background(
-        assign(GRID, gt, ((0, INF),), center_sampling_radius=1.5, area_tiebreak_float32=True, size_range_inclusive=False),
-        16,
-    )
+    torchvision_switches = dict(center_sampling_radius=1.5, area_tiebreak_float32=True, size_range_inclusive=False)
+    _assert_all_background(assign(GRID, gt, ((0, INF),), **torchvision_switches), 16)
 
 
 def test_all_padding_gives_all_background():
@@ -363,7 +361,10 @@ def test_size_ranges_per_location():
 
 def test_assign_rejects_bad_boxes_shape():
     bad = GroundTruth(
-        torch.zeros(4, 4), torch.zeros(4, dtype=torch.int64), torch.ones(4, dtype=torch.bool), torch.zeros(4, dtype=torch.bool)
+        boxes=torch.zeros(4, 4),
+        labels=torch.zeros(4, dtype=torch.int64),
+        valid=torch.ones(4, dtype=torch.bool),
+        crowd=torch.zeros(4, dtype=torch.bool),
     )
     with pytest.raises(InputError, match=r"\[B, M, 4\]"):
         assign(GRID, bad, ((0, INF),))
@@ -397,3 +398,101 @@ def test_pad_ground_truth_layout():
     assert gt.labels.tolist() == [[3, 0], [1, 2]]
     assert gt.valid.tolist() == [[True, False], [True, True]]
     assert gt.crowd.tolist() == [[True, False], [False, False]]
+
+
+def _direct_assign(locations, gt, size_ranges, inclusive, radius, tiebreak_float32):
+    """The formulas of Sections 3.1-3.2 on dense float [B, P, M] tensors: the reference for assign()."""
+    points, strides = locations.points, locations.strides
+    x, y = points[None, :, 0, None], points[None, :, 1, None]
+    x0, y0, x1, y1 = (gt.boxes[:, None, :, k] for k in range(4))
+    ltrb = torch.stack([x - x0, y - y0, x1 - x, y1 - y], dim=-1)  # Eq. (1), [B, P, M, 4]
+    inside = ltrb.min(dim=-1).values > 0
+    reach = ltrb.max(dim=-1).values
+    ranges = torch.tensor(size_ranges, dtype=torch.float32)[locations.level_index][None, :, :, None]
+    lower, upper = ranges[:, :, 0], ranges[:, :, 1]
+    in_range = (reach >= lower) & (reach <= upper) if inclusive else (reach > lower) & (reach < upper)
+    if radius > 0:
+        offset = torch.maximum((x - (x0 + x1) / 2).abs(), (y - (y0 + y1) / 2).abs())
+        near = offset < (radius * strides)[None, :, None]
+    else:
+        near = torch.ones_like(inside)
+    candidates = inside & in_range & near & (gt.valid & ~gt.crowd)[:, None, :]
+    areas = ((x1 - x0) * (y1 - y0)).expand_as(reach)
+    if tiebreak_float32:
+        best, matched = (candidates.float() * (1e8 - areas.float())).max(dim=2)
+        matched = torch.where(best < 1e-5, -1, matched)
+    else:
+        matched = torch.where(candidates.any(dim=2), torch.where(candidates, areas, math.inf).argmin(dim=2), -1)
+    return inside, in_range, near, candidates, matched
+
+
+@pytest.mark.parametrize("offset, from_image", [("half_stride", False), ("zero", True)])
+@pytest.mark.parametrize("inclusive", [True, False])
+@pytest.mark.parametrize("radius", [0.0, 1.5])
+@pytest.mark.parametrize("tiebreak", [False, True])
+def test_matches_direct_formulas(offset, from_image, inclusive, radius, tiebreak):
+    # assign() combines per-row and per-column tests; the result must be the dense computation's, also
+    # with coordinates on the location grid and on the range boundaries (multiples of 8), duplicate
+    # boxes (area ties), a box larger than 1e8 px^2, crowd boxes and padding.
+    size = (136, 200)
+    loc = make_locations(feature_shapes(size), (8, 16, 32, 64, 128), offset, size if from_image else None)
+    generator = torch.Generator().manual_seed(11)
+    boxes, labels = _random_gt(generator, (9, 4), size)
+    boxes[0][:4] = (boxes[0][:4] / 8).round() * 8
+    boxes[0][4] = boxes[0][3]
+    boxes[0][5] = torch.tensor([-1e5, -1e5, 1e5, 1e5])
+    crowd = [torch.arange(9) == 6, torch.zeros(4, dtype=torch.bool)]
+    gt = pad_ground_truth(boxes, labels, crowd)
+    ranges = ((0, 32), (32, 64), (64, 128), (128, 256), (256, INF))
+    switches = dict(size_range_inclusive=inclusive, center_sampling_radius=radius, area_tiebreak_float32=tiebreak)
+    a = assign(loc, gt, ranges, **switches)
+    inside, in_range, near, candidates, matched = _direct_assign(loc, gt, ranges, inclusive, radius, tiebreak)
+    assert torch.equal(a.inside_box, inside)
+    assert torch.equal(a.in_size_range, in_range)
+    assert torch.equal(a.in_center_region, near)
+    assert torch.equal(a.candidates, candidates)
+    assert torch.equal(a.num_candidates, candidates.sum(dim=2))
+    assert torch.equal(a.matched_gt, matched)
+    assert (a.num_candidates > 1).any(), "the scene must contain ambiguous locations"
+
+
+def test_locations_that_are_no_grid():
+    # The same locations in a shuffled order are no row-major grid any more; assign() must notice and
+    # give the shuffled version of the grid's answer.
+    from fcos_lab.points import Locations
+
+    size = (96, 128)
+    loc = make_locations(feature_shapes(size), (8, 16, 32, 64, 128))
+    perm = torch.randperm(len(loc.points), generator=torch.Generator().manual_seed(0))
+    shuffled = Locations(loc.points[perm], loc.strides[perm], loc.level_index[perm], loc.num_per_level, loc.shapes)
+    boxes, labels = _random_gt(torch.Generator().manual_seed(1), (6, 3), size)
+    gt = pad_ground_truth(boxes, labels)
+    ranges = ((0, 32), (32, 64), (64, 128), (128, 256), (256, INF))
+    kwargs = dict(center_sampling_radius=1.5, normalize_by_stride=True)
+    grid, other = assign(loc, gt, ranges, **kwargs), assign(shuffled, gt, ranges, **kwargs)
+    assert grid.positive.sum() > 10
+    for name in ("labels", "matched_gt", "box_targets", "centerness_targets", "num_candidates", "candidates",
+                 "inside_box", "in_size_range", "in_center_region"):
+        assert torch.equal(getattr(grid, name)[:, perm], getattr(other, name)), name
+
+
+@pytest.mark.parametrize("num_boxes", [52, 53, 300])
+def test_many_boxes(num_boxes):
+    # assign() keeps candidate sets as bit sets of 52 boxes per int64 word: 52 boxes fill one word, 53
+    # need two, 300 need six. The answer must not depend on it. Random boxes crowd the left half of a
+    # 64x96 image; the last box, (50, 2, 96, 62), is the largest (ranked last) and alone on the right half,
+    # so it is the matched box there: its rank, num_boxes - 1, lies beyond the first word when M > 52.
+    size = (64, 96)
+    loc = make_locations(feature_shapes(size), (8, 16, 32, 64, 128))
+    boxes, labels = _random_gt(torch.Generator().manual_seed(num_boxes), (num_boxes - 1,), (64, 48))
+    boxes = [torch.cat([boxes[0].clamp(max=48.0), torch.tensor([[50.0, 2.0, 96.0, 62.0]])])]
+    gt = pad_ground_truth(boxes, [torch.cat([labels[0], torch.tensor([4])])])
+    ranges = ((0, 16), (16, 32), (32, 64), (64, 128), (128, INF))
+    for tiebreak in (False, True):
+        a = assign(loc, gt, ranges, area_tiebreak_float32=tiebreak)
+        *_, candidates, matched = _direct_assign(loc, gt, ranges, True, 0.0, tiebreak)
+        assert torch.equal(a.candidates, candidates)
+        assert torch.equal(a.num_candidates, candidates.sum(dim=2))
+        assert torch.equal(a.matched_gt, matched)
+        assert a.num_candidates.max() > 3
+        assert (a.matched_gt == num_boxes - 1).any()

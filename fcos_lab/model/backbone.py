@@ -102,11 +102,12 @@ def build_resnet(name: str, pretrained: str | None = None, frozen_stages: int = 
     resnet = BACKBONES[name](weights=None, norm_layer=NORM_LAYERS[norm])
     if pretrained:
         state = load_state_dict_file(pretrained)
-        # torchvision's ImageNet weights come from nn.BatchNorm2d, whose ``num_batches_tracked`` counters
-        # FrozenBatchNorm2d neither has nor needs; they are not a sign of another architecture.
-        state = {k: v for k, v in state.items() if not k.startswith("fc.") and not k.endswith(".num_batches_tracked")}
         own = resnet.state_dict()
-        missing = sorted(k for k in own if k not in state and not k.startswith("fc."))
+        # BatchNorm's ``num_batches_tracked`` counters (in torchvision's ImageNet files; FrozenBatchNorm2d
+        # has none) are optional either way: they are not a sign of another architecture.
+        counter = ".num_batches_tracked"
+        state = {k: v for k, v in state.items() if not k.startswith("fc.") and (k in own or not k.endswith(counter))}
+        missing = sorted(k for k in own if k not in state and not k.startswith("fc.") and not k.endswith(counter))
         mismatched = sorted(k for k in state if k in own and state[k].shape != own[k].shape)
         unexpected = sorted(k for k in state if k not in own)
         if missing or mismatched or unexpected:

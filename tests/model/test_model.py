@@ -35,33 +35,45 @@ def test_forward_every_preset(name):
     model = build_model(config).eval()
     with torch.no_grad():
         out = model(torch.randn(1, 3, *SIZE))
-    assert isinstance(out, FCOSOutput)
     num_classes = config.model.num_classes
-    assert out.cls_logits.shape == (1, NUM_LOCATIONS, num_classes)
-    assert out.box_regression.shape == (1, NUM_LOCATIONS, 4)
-    if config.model.centerness_on == "none":
-        assert out.centerness_logits is None
+    if config.model.detector == "anchor":
+        # The RetinaNet / RPN baselines: A anchors per location, the same shapes otherwise.
+        from fcos_lab.model.anchor_detector import AnchorOutput
+
+        assert isinstance(out, AnchorOutput)
+        num_anchors = len(config.model.anchor_scales) * len(config.model.anchor_ratios)
+        assert out.cls_logits.shape == (1, NUM_LOCATIONS * num_anchors, num_classes)
+        assert out.box_deltas.shape == (1, NUM_LOCATIONS * num_anchors, 4)
+        assert out.anchors.shape == (NUM_LOCATIONS * num_anchors, 4)
+        assert torch.isfinite(out.cls_logits).all() and torch.isfinite(out.box_deltas).all()
     else:
-        assert out.centerness_logits.shape == (1, NUM_LOCATIONS)
-    assert out.locations.points.shape == (NUM_LOCATIONS, 2)
-    assert out.locations.shapes == feature_shapes(SIZE)
-    assert out.locations.num_per_level == (32, 8, 2, 1, 1)
-    expected_locations = make_locations(
-        feature_shapes(SIZE),
-        config.model.strides,
-        config.assign.location_offset,
-        SIZE if config.assign.stride_from_image else None,
-    )
-    assert torch.equal(out.locations.points, expected_locations.points)
-    assert torch.isfinite(out.cls_logits).all() and torch.isfinite(out.box_regression).all()
-    # exp(s x) is positive; ReLU(s x) * stride is non-negative.
-    if config.model.box_param == "exp":
-        assert (out.box_regression > 0).all()
-    else:
-        assert (out.box_regression >= 0).all()
+        assert isinstance(out, FCOSOutput)
+        assert out.cls_logits.shape == (1, NUM_LOCATIONS, num_classes)
+        assert out.box_regression.shape == (1, NUM_LOCATIONS, 4)
+        if config.model.centerness_on == "none":
+            assert out.centerness_logits is None
+        else:
+            assert out.centerness_logits.shape == (1, NUM_LOCATIONS)
+        assert out.locations.points.shape == (NUM_LOCATIONS, 2)
+        assert out.locations.shapes == feature_shapes(SIZE)
+        assert out.locations.num_per_level == (32, 8, 2, 1, 1)
+        expected_locations = make_locations(
+            feature_shapes(SIZE),
+            config.model.strides,
+            config.assign.location_offset,
+            SIZE if config.assign.stride_from_image else None,
+        )
+        assert torch.equal(out.locations.points, expected_locations.points)
+        assert torch.isfinite(out.cls_logits).all() and torch.isfinite(out.box_regression).all()
+        # exp(s x) is positive; ReLU(s x) * stride is non-negative.
+        if config.model.box_param == "exp":
+            assert (out.box_regression > 0).all()
+        else:
+            assert (out.box_regression >= 0).all()
     # Section 4: classification bias = -log((1 - pi) / pi), so the initial scores are near pi = 0.01.
     bias = model.head.cls_logits.bias
-    assert torch.allclose(bias, torch.full_like(bias, -math.log(99)))
+    prior = config.model.prior_prob
+    assert torch.allclose(bias, torch.full_like(bias, -math.log((1 - prior) / prior)))
     # Frozen stages (Detectron FREEZE_AT=2 = frozen_stages 1): stem and layer1 do not train.
     frozen = config.model.frozen_stages
     backbone = model.backbone
@@ -96,19 +108,24 @@ def demo_model():
     return build_model(get_preset("fcos_demo_r18"))
 
 
-def test_same_output_type_in_train_and_eval(demo_model):
+@pytest.mark.parametrize("backbone_norm", ["frozen_bn", "bn"])
+def test_same_output_type_in_train_and_eval(backbone_norm):
+    config = dataclasses.replace(get_preset("fcos_demo_r18").model, backbone_norm=backbone_norm)
+    torch.manual_seed(0)
+    model = FCOS(config)
     images = torch.randn(2, 3, *SIZE)
-    demo_model.train()
-    train_out = demo_model(images)
-    demo_model.eval()
+    model.train()
+    train_out = model(images)
+    model.eval()
     with torch.no_grad():
-        eval_out = demo_model(images)
+        eval_out = model(images)
     assert type(train_out) is type(eval_out) is FCOSOutput
     for name in ("cls_logits", "box_regression", "centerness_logits"):
         assert getattr(train_out, name).shape == getattr(eval_out, name).shape
-        # Frozen BatchNorm and GroupNorm behave the same in both modes.
-        torch.testing.assert_close(getattr(train_out, name), getattr(eval_out, name))
+        if backbone_norm == "frozen_bn":  # frozen BatchNorm and GroupNorm behave the same in both modes
+            torch.testing.assert_close(getattr(train_out, name), getattr(eval_out, name))
     assert train_out.cls_logits.requires_grad and not eval_out.cls_logits.requires_grad
+    assert train_out.locations is eval_out.locations  # the cached grid of the same feature shapes
 
 
 @pytest.mark.parametrize("frozen_stages", [0, 1, 2, 3, 4])
@@ -186,6 +203,9 @@ def test_pretrained_resnet18_loads(tmp_path):
     )
     model = FCOS(config)
     assert torch.equal(model.backbone.layer4[0].conv1.weight, reference.layer4[0].conv1.weight)
+    # The demo's learning BatchNorm keeps the file's statistics (and counters) too.
+    assert config.backbone_norm == "bn"
+    assert torch.equal(model.backbone.layer4[0].bn1.running_var, reference.layer4[0].bn1.running_var)
 
 
 def test_pretrained_from_safetensors(tmp_path):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-import torch
 from torch import nn
 
 from fcos_lab.config import Config, get_preset

@@ -8,7 +8,7 @@ frozen (eval mode) and the stem and first stage without gradients, which is what
 
     python -m benchmarks.bench_vs_torchvision [--device cpu|cuda] [--quick] [--threads N]
 
-Writes ``benchmarks/results.md`` (the section of the device run). Rows: target assignment; one training
+Writes ``benchmarks/results.md`` (one section per device and flag combination). Rows: target assignment; one training
 step (forward, assignment, loss, backward, SGD step) at batch 2 and 8; inference end to end (preprocess,
 forward, post-processing) at batch 1 and 8; post-processing alone; COCO evaluation of the same
 detections with pycocotools and faster-coco-eval (identical AP required).
@@ -63,6 +63,24 @@ def freeze_bn(tv: nn.Module) -> None:
             module.eval()
 
 
+def same_detections(expected: dict, got, score_tol: float = 1e-5, box_tol: float = 1e-2) -> bool:
+    """Whether two detection lists hold the same (score, label, box) rows, in any order among equal scores.
+
+    With random weights many detections share a score to the last bit, and the two sorts may order such
+    ties differently; each torchvision row is matched greedily to an unused fcos_lab row.
+    """
+    if len(expected["scores"]) != len(got.scores):
+        return False
+    unused = torch.ones(len(got.scores), dtype=torch.bool)
+    for score, label, box in zip(expected["scores"], expected["labels"], expected["boxes"]):
+        match = (unused & ((got.scores - score).abs() <= score_tol) & (got.labels == label)
+                 & ((got.boxes - box).abs() <= box_tol).all(dim=1)).nonzero()
+        if len(match) == 0:
+            return False
+        unused[match[0, 0]] = False
+    return True
+
+
 def median_ms(values: list[float]) -> float:
     return statistics.median(values) * 1000
 
@@ -79,16 +97,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA for both models")
     parser.add_argument("--no-write", action="store_true")
-    parser.add_argument("--channels-last", action="store_true", help="fcos_lab in NHWC memory format")
+    parser.add_argument("--nchw", action="store_true",
+                        help="fcos_lab in NCHW (train.channels_last=false) instead of its NHWC default")
+    parser.add_argument("--torchvision-channels-last", action="store_true",
+                        help="put torchvision's model in NHWC too (not its default), to isolate the layout's share")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     size = (384, 576) if args.quick else (800, 1216)
     reps, warmup = (3, 1) if args.quick else (5, 1)
     tv, ours, config = build_models(device, *((384, 576) if args.quick else (800, 1333)))
-    if args.channels_last:
-        ours = ours.to(memory_format=torch.channels_last)
-        ours.channels_last = True
+    if args.nchw:
+        ours = ours.to(memory_format=torch.contiguous_format)
+        ours.channels_last = False
+    if args.torchvision_channels_last:
+        tv = tv.to(memory_format=torch.channels_last)
     lines: list[str] = []
     checks: list[str] = []
 
@@ -175,8 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                 return detect(ours, config, images)
 
         expected, got = tv_infer(), our_infer()
-        same = all(len(e["scores"]) == len(d.scores) and torch.allclose(e["boxes"], d.boxes, atol=1e-2)
-                   for e, d in zip(expected, got))
+        same = all(same_detections(e, d) for e, d in zip(expected, got))
         checks.append(f"inference batch {batch_size}: detections identical to torchvision: {same} "
                       f"({sum(len(d.scores) for d in got)} detections)")
         times = timed_round_robin({"tv": tv_infer, "ours": our_infer}, device, warmup, reps)
@@ -202,9 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     # 5. COCO evaluation of the same detections: pycocotools vs faster-coco-eval.
     lines.append(evaluation_row(checks, reps))
 
+    variant = args.device + "".join(f" {flag}" for flag, on in (
+        ("amp", args.amp), ("quick", args.quick), ("nchw", args.nchw),
+        ("torchvision-channels-last", args.torchvision_channels_last)) if on)
     header = [
-        f"<!-- device:{args.device} -->",
-        f"## Device: {args.device}{' (AMP bf16)' if args.amp else ''}{' (--quick)' if args.quick else ''}",
+        f"<!-- device:{variant} -->",
+        f"## {variant}",
         "",
         f"- Machine: {cpu_name()}, {torch.get_num_threads()} torch threads; {platform.system()} {platform.release()}; "
         f"Python {platform.python_version()}",
@@ -213,17 +238,19 @@ def main(argv: list[str] | None = None) -> int:
         f"- Inputs: random images of {size[0]}x{size[1]} (both models resize to shorter side {config.input.min_size}, "
         f"longer at most {config.input.max_size}); {reps} repetitions after {warmup} warm-up, interleaved",
         f"- Command: `python -m benchmarks.bench_vs_torchvision --device {args.device}"
-        f"{' --quick' if args.quick else ''}{' --amp' if args.amp else ''}{' --channels-last' if args.channels_last else ''} --threads {args.threads}`",
+        f"{' --quick' if args.quick else ''}{' --amp' if args.amp else ''}{' --nchw' if args.nchw else ''}{' --torchvision-channels-last' if args.torchvision_channels_last else ''} --threads {args.threads}`",
+        f"- Memory format: fcos_lab {'NCHW' if args.nchw else 'NHWC (channels_last, its default)'}, torchvision "
+        f"{'NHWC (channels_last, set by --torchvision-channels-last)' if args.torchvision_channels_last else 'NCHW (its default)'}",
         f"- Run at: {datetime.datetime.now().isoformat(timespec='seconds')}",
         *[f"- Check: {c}" for c in checks],
         "",
         "| what | torchvision ms (median) | fcos_lab ms (median) | speed-up |",
         "|---|---:|---:|---:|",
     ]
-    section = "\n".join(header + lines) + f"\n<!-- /device:{args.device} -->\n"
+    section = "\n".join(header + lines) + f"\n<!-- /device:{variant} -->\n"
     print(section)
     if not args.no_write:
-        write_section(section, args.device)
+        write_section(section, variant)
     return 0
 
 
@@ -268,8 +295,9 @@ def evaluation_row(checks: list[str], reps: int) -> str:
     return row("COCO evaluation (pycocotools -> faster-coco-eval)", times["pycocotools"], times["faster_coco_eval"])
 
 
-def write_section(section: str, device: str) -> None:
-    start, end = f"<!-- device:{device} -->", f"<!-- /device:{device} -->\n"
+def write_section(section: str, variant: str) -> None:
+    """Replace (or append) the section of this device and flag combination in ``results.md``."""
+    start, end = f"<!-- device:{variant} -->", f"<!-- /device:{variant} -->\n"
     text = RESULTS.read_text() if RESULTS.exists() else (
         "# fcos_lab vs torchvision FCOS\n\nProduced by `benchmarks/bench_vs_torchvision.py`; do not edit by hand.\n\n")
     if start in text:

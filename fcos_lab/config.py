@@ -129,7 +129,10 @@ class TrainConfig:
     max_bad_steps: int = 5  # consecutive non-finite losses before the run stops
     skip_nonfinite: bool = True  # check every step (one host-device sync); false: check at log time, no sync
     compile: bool = False  # torch.compile the model (CUDA mostly; off by default)
-    channels_last: bool = False
+    # NHWC activations for every conv (model and input): oneDNN / cuDNN's preferred layout. Measured on
+    # 2 CPU cores at 800x1216 (benchmarks/results.md): ResNet-50 FCOS inference ~15% and a training step
+    # ~6% faster than NCHW; results equal up to float summation order.
+    channels_last: bool = True
 
 
 @dataclass(frozen=True)

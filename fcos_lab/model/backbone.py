@@ -134,9 +134,42 @@ class ResNetBody(nn.Module):
         self.out_channels = stage_channels(resnet)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        c2 = self.layer1(x)
-        c3 = self.layer2(c2)
-        c4 = self.layer3(c3)
-        c5 = self.layer4(c4)
-        return [c3, c4, c5]
+        x = self.maxpool(F.relu(conv_norm(self.conv1, self.bn1, x), inplace=True))
+        outputs = []
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            for block in layer:
+                x = residual_block(block, x)
+            outputs.append(x)
+        return outputs[1:]  # C3, C4, C5
+
+
+def conv_norm(conv: nn.Conv2d, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``norm(conv(x))``, with a frozen BatchNorm folded into the convolution.
+
+    A frozen BN is the affine map ``y * s + t`` per channel (``s = weight / sqrt(var + eps)``,
+    ``t = bias - mean * s``), so ``conv(x, W) * s + t == conv(x, W * s) + t``: one pass over the
+    activations instead of two, and no BatchNorm kernel in the backward pass. The fold is recomputed at
+    every call (a few million multiplies), so gradients reach ``W`` exactly as without it. Outputs equal
+    the unfolded ones up to float rounding (the parity tests hold to 1e-5). It matters most in NHWC,
+    where PyTorch's CPU BatchNorm is several times slower than in NCHW.
+    """
+    if not isinstance(norm, FrozenBatchNorm2d):
+        return norm(conv(x))
+    scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
+    shift = norm.bias - norm.running_mean * scale
+    if conv.bias is not None:
+        shift = shift + conv.bias * scale
+    weight = conv.weight * scale.view(-1, 1, 1, 1)
+    return F.conv2d(x, weight, shift, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def residual_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """torchvision's ``BasicBlock`` / ``Bottleneck`` forward, through :func:`conv_norm`."""
+    out = F.relu(conv_norm(block.conv1, block.bn1, x), inplace=True)
+    if isinstance(block, models.resnet.Bottleneck):
+        out = F.relu(conv_norm(block.conv2, block.bn2, out), inplace=True)
+        out = conv_norm(block.conv3, block.bn3, out)
+    else:
+        out = conv_norm(block.conv2, block.bn2, out)
+    identity = x if block.downsample is None else conv_norm(block.downsample[0], block.downsample[1], x)
+    return F.relu(out + identity, inplace=True)

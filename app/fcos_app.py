@@ -15,7 +15,7 @@ import torch
 
 from fcos_lab.config import PRESETS
 from fcos_lab.errors import FcosLabError
-from fcos_lab.viz import app_support as support
+from fcos_lab.viz import dataset_statistics, inference, inputs
 
 SOURCES = ("Synthetic demo data", "COCO-format dataset", "Upload an image")
 AS_RECORDED = "as recorded in the checkpoint"
@@ -46,50 +46,50 @@ def file_mtime(path: str | Path) -> float:
 def synthetic_dataset(data_dir: str):
     """The app's synthetic shapes under ``data_dir`` (generated on first use)."""
     del data_dir  # part of the cache key: the folder comes from $FCOS_LAB_APP_DATA
-    return support.ensure_synthetic_dataset()
+    return inference.ensure_synthetic_dataset()
 
 
 @st.cache_resource(max_entries=8, show_spinner="Reading the annotation file ...")
 def dataset(ann_file: str, image_dir: str, mtime: float):
     del mtime  # a changed file is read again
-    return support.open_dataset(ann_file, image_dir)
+    return inputs.open_dataset(ann_file, image_dir)
 
 
 @st.cache_resource(max_entries=64, show_spinner=False)
-def dataset_sample(ann_file: str, image_dir: str, mtime: float, image_id: int) -> support.Sample:
-    return support.dataset_sample(dataset(ann_file, image_dir, mtime), image_id)
+def dataset_sample(ann_file: str, image_dir: str, mtime: float, image_id: int) -> inputs.Sample:
+    return inputs.dataset_sample(dataset(ann_file, image_dir, mtime), image_id)
 
 
 @st.cache_resource(max_entries=16, show_spinner="Decoding the upload ...")
 def uploaded_image(digest: str, _data: bytes, name: str) -> torch.Tensor:
     del digest  # the key: the bytes themselves are not hashed twice
-    return support.read_image_bytes(_data, name)
+    return inputs.read_image_bytes(_data, name)
 
 
 @st.cache_resource(max_entries=32, show_spinner=False)
-def resized_sample(key: str, _sample: support.Sample, min_size: int, max_size: int) -> support.Sample:
+def resized_sample(key: str, _sample: inputs.Sample, min_size: int, max_size: int) -> inputs.Sample:
     del key
-    return support.resize_sample(_sample, min_size, max_size)
+    return inputs.resize_sample(_sample, min_size, max_size)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the checkpoint ...")
-def detector(path: str, mtime: float, preset: str | None) -> support.LoadedModel:
+def detector(path: str, mtime: float, preset: str | None) -> inference.LoadedModel:
     """The cached model loader: one network per (checkpoint file, modification time, preset)."""
     del mtime
-    return support.load_detector(path, preset)
+    return inference.load_detector(path, preset)
 
 
 @st.cache_resource(max_entries=8, show_spinner="Running the network ...")
-def dense_prediction(model_key: str, image_key: str, min_size: int, _loaded, _image) -> support.DensePrediction:
+def dense_prediction(model_key: str, image_key: str, min_size: int, _loaded, _image) -> inference.DensePrediction:
     """The network's output on one image at one input size: computed once, then every slider reuses it."""
     del model_key, image_key
-    return support.predict_dense(_loaded, _image, min_size)
+    return inference.predict_dense(_loaded, _image, min_size)
 
 
 @st.cache_resource(max_entries=8, show_spinner="Reading and resizing the boxes ...")
 def dataset_boxes(ann_file: str, mtime: float, min_size: int, max_size: int, max_images: int):
     del mtime
-    return support.load_dataset_boxes(ann_file, min_size=min_size, max_size=max_size, max_images=max_images)
+    return dataset_statistics.load_dataset_boxes(ann_file, min_size=min_size, max_size=max_size, max_images=max_images)
 
 
 # ---------------------------------------------------------------------------------------------- widgets
@@ -99,23 +99,23 @@ def how_to_make_checkpoint() -> None:
     """The message of a page that needs a checkpoint and has none, with a button that makes one."""
     st.info(
         "No checkpoint yet. Make one with\n\n"
-        f"```\n{support.demo_command()}\n```\n"
+        f"```\n{inference.demo_command()}\n```\n"
         "(about a minute on a CPU; `fcos-lab demo` without `--quick` trains the full demo). "
-        f"The app then finds `{support.default_run_dir()}` by itself; any other run folder or "
+        f"The app then finds `{inference.default_run_dir()}` by itself; any other run folder or "
         "`model_*.pt` file can be typed in the checkpoint box."
     )
-    if not support.default_run_dir().exists() and st.button("Run the quick demo now", key="make_demo"):
+    if not inference.default_run_dir().exists() and st.button("Run the quick demo now", key="make_demo"):
         from fcos_lab.demo import run_demo
 
         with guard(), st.spinner("Training the quick demo on the CPU ..."):
-            run_demo(support.app_data_dir() / "demo", quick=True, device="cpu", progress=False)
+            run_demo(inference.app_data_dir() / "demo", quick=True, device="cpu", progress=False)
         st.rerun()
 
 
-def checkpoint_picker(required: bool) -> support.LoadedModel | None:
+def checkpoint_picker(required: bool) -> inference.LoadedModel | None:
     """Sidebar widgets for a checkpoint (a run folder or a file) and the preset to build it with."""
     st.sidebar.subheader("Checkpoint")
-    default = support.default_run_dir()
+    default = inference.default_run_dir()
     text = st.sidebar.text_input(
         "Run folder or model_*.pt file", value=str(default) if default.is_dir() else "", key="checkpoint",
         help="A run folder (the newest checkpoint in it is used) or a checkpoint file.",
@@ -134,7 +134,7 @@ def checkpoint_picker(required: bool) -> support.LoadedModel | None:
         how_to_make_checkpoint()
         return None
     if path.is_dir():
-        files = support.checkpoint_files(path)
+        files = inference.checkpoint_files(path)
         if files:
             path = st.sidebar.selectbox("Checkpoint file", files, format_func=lambda p: p.name,
                                         key=f"checkpoint_file|{path}")
@@ -148,14 +148,14 @@ def checkpoint_picker(required: bool) -> support.LoadedModel | None:
     return loaded
 
 
-def model_key(loaded: support.LoadedModel) -> str:
+def model_key(loaded: inference.LoadedModel) -> str:
     return f"{loaded.path}|{file_mtime(loaded.path)}|{loaded.config.name}"
 
 
 class Picked(NamedTuple):
     """The chosen image: its sample, a cache key of image and boxes, and a cache key of the image alone."""
 
-    sample: support.Sample
+    sample: inputs.Sample
     key: str
     image_key: str
 
@@ -167,7 +167,7 @@ def image_picker() -> Picked | None:
     if source == SOURCES[2]:
         return _uploaded_sample()
     if source == SOURCES[0]:
-        data = synthetic_dataset(str(support.app_data_dir()))
+        data = synthetic_dataset(str(inference.app_data_dir()))
         split = st.sidebar.radio("Split", ["val", "train"], horizontal=True, key="synthetic_split")
         ann_file = str(data.val_ann if split == "val" else data.train_ann)
         image_dir = str(data.val_images if split == "val" else data.train_images)
@@ -217,11 +217,11 @@ def _uploaded_sample() -> Picked | None:
     digest = hashlib.sha1(data).hexdigest()
     try:
         image = uploaded_image(digest, data, upload.name)
-        boxes, labels, names = support.parse_typed_boxes(text, image_size=tuple(image.shape[-2:]))
+        boxes, labels, names = inputs.parse_typed_boxes(text, image_size=tuple(image.shape[-2:]))
     except FcosLabError as error:
         st.error(str(error))
         return None
-    sample = support.Sample(image, boxes, labels, torch.zeros(len(boxes), dtype=torch.bool), names, upload.name)
+    sample = inputs.Sample(image, boxes, labels, torch.zeros(len(boxes), dtype=torch.bool), names, upload.name)
     box_digest = hashlib.sha1(text.encode()).hexdigest()[:12]
     return Picked(sample, f"upload|{digest}|{box_digest}", f"upload|{digest}")
 

@@ -144,7 +144,8 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_eval(args) -> int:
-    from fcos_lab.evaluate import evaluate_detections, load_detections, save_detections
+    from fcos_lab.detections_file import load_detections, save_detections
+    from fcos_lab.evaluate import evaluate_detections
     from fcos_lab.train import _json_safe
 
     try:

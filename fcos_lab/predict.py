@@ -190,7 +190,7 @@ def predict_images(
     Records carry ``file_name`` and a running ``image_id``; returns the path of ``detections.json``.
     """
     from fcos_lab.data.coco import load_image
-    from fcos_lab.evaluate import save_detections
+    from fcos_lab.detections_file import save_detections
     from fcos_lab.viz.draw import draw_detections
 
     out_dir = Path(out_dir)

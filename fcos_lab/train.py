@@ -451,7 +451,8 @@ def train(
 
 def _evaluate_into(model, config, val_set, run_dir: Path, iteration: int, device, metrics_path: Path) -> dict[str, float]:
     """Evaluate on ``val_set``, write detections and metrics into the run folder, log a metrics row."""
-    from fcos_lab.evaluate import evaluate_detections, save_detections
+    from fcos_lab.detections_file import save_detections
+    from fcos_lab.evaluate import evaluate_detections
     from fcos_lab.predict import predict_dataset
 
     detections = predict_dataset(model, config, val_set, device=device)

@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from fcos_lab.analysis.experiments import SCALE_NOTES
+from fcos_lab.analysis.scales import SCALE_NOTES
 from fcos_lab.analysis.report import SCALES, load_results, reproduction_report
 
 REPO = Path(__file__).resolve().parents[1]

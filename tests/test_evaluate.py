@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
+from fcos_lab.detections_file import load_detections, save_detections
 from fcos_lab.errors import DataError
 from fcos_lab.evaluate import (
     EvalResult,
     ap_at_iou,
     evaluate_detections,
-    load_detections,
     precision_recall_curves,
-    save_detections,
 )
 
 BACKENDS = ["pycocotools", "faster_coco_eval"]

@@ -6,8 +6,8 @@ import streamlit as st
 
 import fcos_app
 from fcos_lab.config import get_preset
-from fcos_lab.viz import app_support as support
 from fcos_lab.viz import assignments as viz
+from fcos_lab.viz import inference
 
 st.title("Assignments")
 st.caption(
@@ -46,7 +46,7 @@ bounds = [
 ]
 
 started = time.perf_counter()
-min_size, max_size = support.input_size(preset, int(min_size))
+min_size, max_size = inference.input_size(preset, int(min_size))
 frame = fcos_app.resized_sample(sample_key, sample, min_size, max_size)
 with fcos_app.guard():
     setup = viz.level_setup(preset.model.strides, viz.ranges_from_boundaries(bounds), fpn=fpn)

@@ -6,9 +6,8 @@ import streamlit as st
 
 import fcos_app
 from fcos_lab.config import get_preset
-from fcos_lab.viz import app_support as support
 from fcos_lab.viz import assignments as assign_viz
-from fcos_lab.viz import heatmaps
+from fcos_lab.viz import heatmaps, inference
 
 st.title("Center-ness")
 st.caption(
@@ -30,7 +29,7 @@ else:
     config = get_preset(fcos_app.preset_picker())
 min_size = st.number_input("Shorter side (px)", 64, 2048, config.input.min_size, step=32,
                            key=f"ctr_min_size|{config.name}")
-min_size, max_size = support.input_size(config, int(min_size))
+min_size, max_size = inference.input_size(config, int(min_size))
 
 started = time.perf_counter()
 frame = fcos_app.resized_sample(sample_key, sample, min_size, max_size)

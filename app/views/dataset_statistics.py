@@ -6,8 +6,8 @@ import streamlit as st
 
 import fcos_app
 from fcos_lab.config import get_preset
-from fcos_lab.viz import app_support as support
 from fcos_lab.viz import assignments as assign_viz
+from fcos_lab.viz import dataset_statistics, inference, inputs
 
 st.title("Dataset statistics")
 st.caption(
@@ -24,7 +24,7 @@ if source == "COCO-format file":
         st.info("Type the path of a COCO-format annotation file.")
         st.stop()
 else:
-    ann_file = str(fcos_app.synthetic_dataset(str(support.app_data_dir())).val_ann)
+    ann_file = str(fcos_app.synthetic_dataset(str(inference.app_data_dir())).val_ann)
 
 preset = get_preset(fcos_app.preset_picker("Preset (input size, strides, size ranges)", key="stats_preset"))
 left, middle, right = st.columns(3)
@@ -43,13 +43,13 @@ radius = right.slider("Radius (strides)", 0.25, 4.0, float(preset.assign.center_
                       key=f"stats_radius|{preset.name}", disabled=not center_sampling)
 
 with fcos_app.guard():
-    strides = support.parse_numbers(strides_text, "strides", integers=True)
-    bounds = support.parse_numbers(bounds_text, "size range boundaries")
+    strides = inputs.parse_numbers(strides_text, "strides", integers=True)
+    bounds = inputs.parse_numbers(bounds_text, "size range boundaries")
     setup = assign_viz.level_setup(strides, assign_viz.ranges_from_boundaries(bounds), fpn=fpn)
-    low, high = support.input_size(preset, int(min_size))
+    low, high = inference.input_size(preset, int(min_size))
     data = fcos_app.dataset_boxes(ann_file, fcos_app.file_mtime(ann_file), low, high, int(max_images))
     started = time.perf_counter()
-    stats = support.recall_and_ambiguity(
+    stats = dataset_statistics.recall_and_ambiguity(
         data, setup, center_sampling_radius=radius if center_sampling else 0.0,
         size_range_inclusive=preset.assign.size_range_inclusive, location_offset=preset.assign.location_offset,
     )
@@ -62,7 +62,7 @@ columns[2].metric("Ambiguous, different classes", f"{stats['ambiguous_diff_class
 columns[3].metric("Boxes / images", f"{stats['num_boxes']} / {stats['num_images']}")
 st.caption("Paper, COCO minival at 800 px: BPR 98.40 % with FPN, 95.55 % P4 only; ambiguous samples 7.14 % "
            "with FPN, 23.16 % P4 only (3.75 % and 17.84 % across classes).")
-st.plotly_chart(assign_viz.box_size_histogram_figure(data.widths, data.heights, setup), key="size_histogram")
+st.plotly_chart(dataset_statistics.box_size_histogram_figure(data.widths, data.heights, setup), key="size_histogram")
 st.dataframe(stats["per_level"], hide_index=True)
 if data.num_images > len(data.image_ids):
     st.caption(f"{len(data.image_ids)} of the file's {data.num_images} images have usable boxes or fit the limit; "

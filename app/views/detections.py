@@ -5,7 +5,7 @@ import time
 import streamlit as st
 
 import fcos_app
-from fcos_lab.viz import app_support as support
+from fcos_lab.viz import inference
 
 st.title("Detections")
 st.caption(
@@ -42,12 +42,12 @@ with fcos_app.guard():
     dense = fcos_app.dense_prediction(fcos_app.model_key(loaded), image_key, int(min_size), loaded, sample.image)
     forward_seconds = time.perf_counter() - forward_started
     started = time.perf_counter()
-    detections = support.detections_from(dense, score_thresh=score_thresh, nms_thresh=nms_thresh,
-                                         use_centerness=use_centerness)
-    figure = support.detections_figure(sample.image, detections, loaded.class_names,
-                                       gt_boxes=sample.boxes if show_gt else None)
+    detections = inference.detections_from(dense, score_thresh=score_thresh, nms_thresh=nms_thresh,
+                                           use_centerness=use_centerness)
+    figure = inference.detections_figure(sample.image, detections, loaded.class_names,
+                                         gt_boxes=sample.boxes if show_gt else None)
 st.plotly_chart(figure, key="detections_figure")
-rows = support.detection_rows(detections, loaded.class_names)
+rows = inference.detection_rows(detections, loaded.class_names)
 if rows:
     st.dataframe(rows, hide_index=True)
 else:

@@ -69,7 +69,7 @@ def score_vs_iou(gt: str | Path | Any, detections: Sequence[dict[str, Any]], *, 
         class_agnostic: match boxes of any class (True) or of the detection's class only (False).
         chunk: detections per batched IoU computation (bounds memory at ``chunk x M``).
     """
-    from fcos_lab.data.coco import load_coco_annotations
+    from fcos_lab.data.coco_annotations import load_coco_annotations
 
     coco = load_coco_annotations(gt) if isinstance(gt, (str, Path)) else gt
     image_ids = sorted(coco.imgs)

@@ -1,23 +1,9 @@
-"""The paper's experiments at three scales: what the notebooks in ``notebooks/`` call (Sections 4 and 5).
+"""Training, evaluating and recording the paper's rows: what the notebooks in ``notebooks/`` call (Section 4).
 
-A *scale* fixes the data, input size, backbone and schedule that every row of :mod:`fcos_lab.paper` is
-trained with; a row is trained as ``preset + row overrides + scale overrides + user overrides``:
-
-- ``smoke``: the synthetic shapes (32 train / 16 val images, 128 px), resnet18 with a 64-channel
-  pyramid (two channels per GroupNorm group: P7 is 1 x 1 at 128 px), 20 iterations on the CPU. It
-  checks that every experiment runs end to end in about a minute; its numbers say nothing about the paper.
-- ``workshop``: the 128 real COCO train2017 images (evaluated on the 128 val2017 images) under
-  ``data_root``, or, without them or with ``dataset="synthetic"``, 400 synthetic images at 320 px; small
-  ResNets, 300 iterations: tens of minutes on a CPU, minutes on a GPU. Still far from the paper's
-  90K iterations on 118K images; the numbers show trends at best.
-- ``paper``: the presets unchanged (ResNet-50 and up, 90K or 180K iterations, 800 px) on COCO
-  train2017 / val2017 under ``data_root``: a GPU machine with the dataset.
-
-Below ``paper`` the input is smaller than the paper's 800 px, so every length that is tied to it (the
-FPN size ranges ``m_i`` of Section 3.2 and the RetinaNet anchor sizes) is scaled by the same factor.
-
-The statistics of Tables 1 and 2 (:mod:`fcos_lab.analysis.statistics`) need no training; they run on
-the full val2017 annotations when the file is there (a documented subset at ``smoke``).
+A row of :mod:`fcos_lab.paper` (Tables 3-8) is trained at a scale (:mod:`fcos_lab.analysis.scales`),
+evaluated with COCO's protocol (:mod:`fcos_lab.evaluate`) and recorded beside the paper's value in a
+:class:`~fcos_lab.analysis.report.Results`; Tables 1 and 2 record statistics instead of trained rows.
+The notebook plumbing at the end creates, fills and saves a notebook's ``results.json``.
 """
 
 from __future__ import annotations
@@ -26,28 +12,16 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from fcos_lab.analysis.report import SCALES, Results
+from fcos_lab.analysis.report import Results
+from fcos_lab.analysis.scales import SCALE_NOTES, ScaleSettings, scale_settings
 from fcos_lab.config import Config, resolve
-from fcos_lab.errors import ConfigError, DataError
+from fcos_lab.errors import ConfigError
 from fcos_lab.paper import PaperRow
 
-PAPER_MIN_SIZE = 800  # Section 4: shorter side 800
-COCO = "coco"
-SYNTHETIC = "synthetic"
-# The full val2017 ground truth for Tables 1 and 2: the official file when a user has it, else the
-# derived box-only file of ../shared/data (identical boxes, no crowd regions; see its README).
-STATS_FILES = ("coco/annotations/instances_val2017.json", "coco/annotations/instances_val2017_bboxonly_DERIVED.json")
-# (train annotations, train images, val annotations, val images) under data_root, per scale.
-COCO_FILES = {
-    "workshop": ("coco/annotations/instances_train2017_coco128_bboxonly_DERIVED.json", "coco/images/train2017",
-                 "coco/annotations/instances_val2017_lightly128_bboxonly_DERIVED.json", "coco/images/val2017"),
-    "paper": ("coco/annotations/instances_train2017.json", "coco/images/train2017",
-              "coco/annotations/instances_val2017.json", "coco/images/val2017"),
-}
 # The metrics each table reports (fractions from fcos_lab.evaluate; Results turns them into percent).
 TABLE_METRICS = {
     "Table 3": ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100"),
@@ -62,185 +36,6 @@ TABLE_EVALUATION = {
     "Table 6": {"class_agnostic": True, "max_dets": (100, 1000)},
     "Table 7": {"class_agnostic": True, "max_dets": (1, 10, 100)},
 }
-
-
-# What a number measured at each scale can be compared with (shown beside every table).
-SCALE_NOTES = {
-    "smoke": "smoke scale: every model trained for 20 iterations on 32 synthetic 128-px images; the numbers check "
-             "that the experiment runs and are not comparable with the paper (statistics of Tables 1-2 excepted: "
-             "real val2017 boxes, a subset of the images).",
-    "workshop": "workshop scale: small backbones, a few hundred iterations on 128 COCO images (or synthetic data); "
-                "trends at best, not the paper's numbers (statistics of Tables 1-2: the full val2017 annotations).",
-}
-
-
-@dataclass(frozen=True)
-class ScaleSettings:
-    """Everything a scale changes: data, input scale, backbone, schedule, statistics subset.
-
-    Attributes:
-        scale: ``smoke``, ``workshop`` or ``paper``.
-        dataset: ``"synthetic"`` or ``"coco"``; the ``train_*`` / ``val_*`` paths are set for ``"coco"``.
-        synthetic_root, synthetic_num_train, synthetic_num_val, synthetic_image_size: the synthetic data.
-        input_scale: input sizes, size ranges and anchor sizes are the preset's times this (1 = paper).
-        max_iters, batch_size, base_lr, warmup_iters: the schedule (None: the preset's).
-        backbones: preset backbone -> the one trained here (CPU-sized stand-ins below ``paper``).
-        fpn_channels, frozen_stages: None keeps the preset's.
-        num_workers: data-loader workers.
-        stats_ann: the annotation file of Tables 1 and 2; stats_max_images: its first N images only.
-        data_root: the folder holding ``coco/``.
-        keep_checkpoints: False (smoke) drops optimizer state and the safetensors copy after training and
-            deletes the weights when the notebook finishes: thirty smoke models would fill gigabytes.
-        threads: torch intra-op threads (:func:`set_threads`); None keeps torch's default.
-    """
-
-    scale: str
-    dataset: str
-    train_ann: str = ""
-    train_images: str = ""
-    val_ann: str = ""
-    val_images: str = ""
-    synthetic_root: str = "runs/synthetic"
-    synthetic_num_train: int = 32
-    synthetic_num_val: int = 16
-    synthetic_image_size: int = 128
-    input_scale: float = 1.0
-    max_iters: int | None = None
-    batch_size: int | None = None
-    base_lr: float | None = None
-    warmup_iters: int | None = None
-    backbones: dict[str, str] = field(default_factory=dict)
-    fpn_channels: int | None = None
-    frozen_stages: int | None = None
-    num_workers: int | None = None
-    stats_ann: str | None = None
-    stats_max_images: int | None = None
-    data_root: str | None = None
-    keep_checkpoints: bool = True
-    threads: int | None = None
-
-    def overrides_for(self, config: Config) -> dict[str, Any]:
-        """The dotted overrides (typed values) that turn ``config`` into this scale's version of it."""
-        out: dict[str, Any] = {}
-        if self.dataset == SYNTHETIC:
-            out.update({"data.train_ann": "", "data.train_images": "", "data.val_ann": "", "data.val_images": "",
-                        "data.synthetic_root": self.synthetic_root,
-                        "data.synthetic_num_train": self.synthetic_num_train,
-                        "data.synthetic_num_val": self.synthetic_num_val,
-                        "data.synthetic_image_size": self.synthetic_image_size})
-        else:
-            out.update({"data.train_ann": self.train_ann, "data.train_images": self.train_images,
-                        "data.val_ann": self.val_ann, "data.val_images": self.val_images})
-        f = self.input_scale
-        if f != 1.0:
-            # Deviation from paper: smaller inputs than 800 px, so every length tied to the input size
-            # (size ranges m_i of Section 3.2, RetinaNet anchor sizes) shrinks by the same factor.
-            i = config.input
-            out.update({
-                "input.min_size": round(i.min_size * f), "input.max_size": round(i.max_size * f),
-                "input.train_min_size": [round(v * f) for v in i.train_min_size],
-                "assign.size_ranges": [[lo * f, hi * f] for lo, hi in config.assign.size_ranges],
-                "model.anchor_sizes": [s * f for s in config.model.anchor_sizes],
-            })
-        if self.max_iters is not None:
-            out.update({"train.max_iters": self.max_iters, "train.checkpoint_every": self.max_iters,
-                        "train.log_every": max(1, self.max_iters // 10)})
-        for key, value in (("train.batch_size", self.batch_size), ("train.base_lr", self.base_lr),
-                           ("train.warmup_iters", self.warmup_iters), ("model.fpn_channels", self.fpn_channels),
-                           ("model.frozen_stages", self.frozen_stages), ("train.num_workers", self.num_workers)):
-            if value is not None:
-                out[key] = value
-        if config.model.backbone in self.backbones:
-            out["model.backbone"] = self.backbones[config.model.backbone]
-        return out
-
-    def check_training_data(self) -> None:
-        """Raise :class:`DataError` naming what is missing when this scale trains on COCO files not present."""
-        if self.dataset != COCO:
-            return
-        paths = {"train_ann": self.train_ann, "train_images": self.train_images, "val_ann": self.val_ann,
-                 "val_images": self.val_images}
-        missing = [f"{key} {path!r}" for key, path in paths.items() if not path or not Path(path).exists()]
-        if missing:
-            raise DataError(
-                f"scale {self.scale!r} trains on COCO files, but these are missing: {', '.join(missing)}; pass "
-                "data_root (a folder with coco/annotations and coco/images) or the four files, or use synthetic data")
-
-    def with_files(self, **paths: str | int | None) -> "ScaleSettings":
-        """These settings with some files replaced (``train_ann``, ``val_images``, ``stats_ann``, ...; None keeps).
-
-        Setting any of the four training/validation paths switches the data to ``"coco"``.
-        """
-        changes = {key: value for key, value in paths.items() if value is not None}
-        unknown = set(changes) - {"train_ann", "train_images", "val_ann", "val_images", "stats_ann", "stats_max_images"}
-        if unknown:
-            raise ConfigError(f"unknown file setting(s) {sorted(unknown)}")
-        if set(changes) & {"train_ann", "train_images", "val_ann", "val_images"}:
-            changes["dataset"] = COCO
-        return replace(self, **changes)
-
-    def describe(self) -> str:
-        """One line for tables and results.json: what was trained on what, and for how long."""
-        data = (f"synthetic shapes ({self.synthetic_num_train} train / {self.synthetic_num_val} val, "
-                f"{self.synthetic_image_size} px)" if self.dataset == SYNTHETIC else f"COCO ({Path(self.train_ann).name})")
-        schedule = f"{self.max_iters} iterations" if self.max_iters else "the preset's schedule"
-        size = f"inputs x{self.input_scale:g}" if self.input_scale != 1 else "800 px inputs"
-        backbone = f", backbones {sorted(set(self.backbones.values()))}" if self.backbones else ""
-        return f"{self.scale}: {data}, {size}, {schedule}{backbone}"
-
-
-def default_data_root() -> Path | None:
-    """``../shared/data`` beside the repository (or beside the working directory), if present."""
-    import fcos_lab
-
-    for base in (Path(fcos_lab.__file__).resolve().parents[1], Path.cwd()):
-        candidate = base.parent / "shared" / "data"
-        if candidate.is_dir():
-            return candidate
-    return None
-
-
-def scale_settings(scale: str, data_root: str | Path | None = None, *, dataset: str | None = None,
-                   work_dir: str | Path = "runs") -> ScaleSettings:
-    """The :class:`ScaleSettings` of ``scale``.
-
-    Args:
-        scale: ``smoke``, ``workshop`` or ``paper``.
-        data_root: folder with ``coco/``; None: :func:`default_data_root`.
-        dataset: ``"synthetic"`` or ``"coco"``; None: synthetic at smoke, COCO at paper, and COCO at
-            workshop when the 128-image files are under ``data_root`` (synthetic otherwise).
-        work_dir: where synthetic data is written (``work_dir/synthetic``).
-    """
-    if scale not in SCALES:
-        raise ConfigError(f"unknown scale {scale!r}; valid scales: {', '.join(SCALES)}")
-    root = Path(data_root) if data_root else default_data_root()
-    stats_ann = next((str(root / p) for p in STATS_FILES if root and (root / p).is_file()), None)
-    # Smoke on COCO (dataset="coco") uses the 128-image files too.
-    coco_files = [str((root or Path(".")) / p) for p in COCO_FILES.get(scale, COCO_FILES["workshop"])]
-    if dataset is None:
-        dataset = {"smoke": SYNTHETIC, "paper": COCO}.get(scale) or (
-            COCO if root and all(Path(p).exists() for p in coco_files) else SYNTHETIC)
-    if dataset not in (SYNTHETIC, COCO):
-        raise ConfigError(f"unknown dataset {dataset!r}; valid: {SYNTHETIC}, {COCO}")
-    common = dict(scale=scale, dataset=dataset, stats_ann=stats_ann, data_root=str(root) if root else None,
-                  synthetic_root=str(Path(work_dir) / "synthetic"))
-    if dataset == COCO:
-        common.update(zip(("train_ann", "train_images", "val_ann", "val_images"), coco_files))
-    small = {"resnet50": "resnet18", "resnet101": "resnet18", "resnext101_32x8d": "resnet18", "resnext101_64x4d": "resnet18"}
-    if scale == "smoke":
-        return ScaleSettings(**common, synthetic_num_train=32, synthetic_num_val=16, synthetic_image_size=128,
-                             input_scale=128 / PAPER_MIN_SIZE if dataset == SYNTHETIC else 0.25,
-                             max_iters=20, batch_size=4, base_lr=0.02, warmup_iters=5, backbones=small,
-                             fpn_channels=64, frozen_stages=0, num_workers=0, stats_max_images=500,
-                             keep_checkpoints=False, threads=1)
-    if scale == "workshop":
-        # Deeper presets keep a deeper stand-in, so Table 5's ordering can still show.
-        workshop = {**small, "resnet101": "resnet34", "resnext101_32x8d": "resnet34", "resnext101_64x4d": "resnet34"}
-        return ScaleSettings(**common, synthetic_num_train=400, synthetic_num_val=100, synthetic_image_size=320,
-                             input_scale=320 / PAPER_MIN_SIZE if dataset == SYNTHETIC else 0.5,
-                             max_iters=300, batch_size=8, base_lr=0.02, warmup_iters=50, backbones=workshop,
-                             fpn_channels=64, frozen_stages=0, num_workers=2)
-    return ScaleSettings(**common)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -284,7 +79,8 @@ def evaluate_checkpoint(checkpoint: str | Path, postprocess_from: Config | None 
         (records), ``config`` (the one predicted with), ``val_ann``, ``val_images``, ``seconds``.
     """
     from fcos_lab.checkpoint import load_checkpoint, load_model_weights
-    from fcos_lab.evaluate import evaluate_detections, save_detections
+    from fcos_lab.detections_file import save_detections
+    from fcos_lab.evaluate import evaluate_detections
     from fcos_lab.model.detector import build_model
     from fcos_lab.predict import predict_dataset
     from fcos_lab.train import build_datasets, resolve_device
@@ -441,33 +237,6 @@ def record_difference(results: Results, table: str, row: str, minuend: str, subt
 # Tables 1 and 2: statistics of the annotations; detections from ambiguous locations
 
 
-def statistics_file(settings: ScaleSettings, out_dir: str | Path) -> tuple[str, str]:
-    """The annotation file Tables 1 and 2 are computed on, and a sentence saying which (and why).
-
-    The full val2017 file when present, cut to its first ``stats_max_images`` images at ``smoke``
-    (written into ``out_dir``); without it, the validation annotations of the scale's own data.
-    """
-    if settings.stats_ann is None:
-        if settings.dataset == COCO:
-            return settings.val_ann, f"val2017 file not found; statistics of {settings.val_ann}"
-        from fcos_lab.data.synthetic import make_synthetic_coco
-
-        synthetic = make_synthetic_coco(settings.synthetic_root, num_train=settings.synthetic_num_train,
-                                        num_val=settings.synthetic_num_val, image_size=settings.synthetic_image_size)
-        return str(synthetic.val_ann), "val2017 file not found; statistics of the synthetic validation set"
-    if not settings.stats_max_images:
-        return settings.stats_ann, f"full {Path(settings.stats_ann).name}"
-    data = json.loads(Path(settings.stats_ann).read_text())
-    images = sorted(data["images"], key=lambda image: image["id"])[: settings.stats_max_images]
-    keep = {image["id"] for image in images}
-    subset = {**data, "images": images, "annotations": [a for a in data["annotations"] if a["image_id"] in keep]}
-    path = Path(out_dir) / f"stats_subset_{len(images)}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(subset))
-    return str(path), (f"first {len(images)} of {len(data['images'])} images (by id) of {Path(settings.stats_ann).name} "
-                       f"at scale {settings.scale}, for time; other scales use the full file")
-
-
 def record_statistics(results: Results, stats: dict[str, Any], rows: Sequence[PaperRow], note: str) -> None:
     """Record Table 1 (``BPR``) and Table 2 (``ambiguous``, ``ambiguous_diff_class``) rows from statistics.
 
@@ -482,88 +251,15 @@ def record_statistics(results: Results, stats: dict[str, Any], rows: Sequence[Pa
             results.add(row.table, row.row, metric, stats[key], row.values[metric], note=f"{note} ({key})")
 
 
-def detections_from_ambiguous_locations(ann_file: str | Path, detections: Sequence[dict[str, Any]], config: Config,
-                                        *, min_score: float = 0.0) -> dict[str, Any]:
-    """The share of detections made at ambiguous locations (Section 4.1.1: 2.3 %, 1.5 % for different classes).
-
-    A detection's location is looked up in the training assignment of its image's ground truth
-    (:func:`fcos_lab.integrations.fiftyone.assignment_attributes`, which runs
-    :func:`fcos_lab.targets.assign`): it is ambiguous when the location is a candidate of more than one
-    box after the size ranges, "diff. class" when those boxes do not all share a class.
-
-    Args:
-        ann_file: the ground truth the detections were made on.
-        detections: COCO records with ``level`` and ``location`` (as :func:`fcos_lab.predict.predict_dataset` writes).
-        config: the config the detections were made with (input size, strides, size ranges).
-        min_score: count only detections with at least this score.
-
-    Returns:
-        ``detections`` (counted), ``ambiguous``, ``ambiguous_diff_class`` (counts),
-        ``detections_ambiguous``, ``detections_ambiguous_diff_class`` (percent; None without detections)
-        and ``unplaced`` (detections whose location is not on the grid).
-    """
-    from fcos_lab.data.coco import load_coco_annotations
-    from fcos_lab.integrations.fiftyone import assignment_attributes
-
-    _, attributes = assignment_attributes(load_coco_annotations(ann_file), list(detections), config)
-    counted = [a for d, a in zip(detections, attributes) if d["score"] >= min_score and a["ambiguous"] is not None]
-    ambiguous = sum(bool(a["ambiguous"]) for a in counted)
-    different = sum(bool(a["ambiguous_diff_class"]) for a in counted)
-    share = (lambda n: 100.0 * n / len(counted) if counted else None)
-    return {"detections": len(counted), "ambiguous": ambiguous, "ambiguous_diff_class": different,
-            "detections_ambiguous": share(ambiguous), "detections_ambiguous_diff_class": share(different),
-            "unplaced": sum(a["ambiguous"] is None for a in attributes), "min_score": min_score}
-
-
 def record_detection_share(results: Results, row: PaperRow, share: dict[str, Any], note: str) -> None:
-    """Record :func:`detections_from_ambiguous_locations` as Table 2's text row (2.3 % / 1.5 %)."""
+    """Record :func:`fcos_lab.analysis.qualitative.detections_from_ambiguous_locations` as Table 2's text row (2.3 % / 1.5 %)."""
     for metric in ("detections_ambiguous", "detections_ambiguous_diff_class"):
         results.add(row.table, row.row, metric, share[metric], row.values.get(metric),
                     note=f"{note}; {share['detections']} detections with score >= {share['min_score']:g}")
 
 
-def fiftyone_errors(ann_file: str | Path, images_dir: str | Path, detections: Sequence[dict[str, Any]], config: Config,
-                    *, name: str = "fcos-lab-02") -> dict[str, Any]:
-    """FiftyOne's view of the errors at ambiguous locations, or why it could not be built.
-
-    Never raises: FiftyOne missing, or its database failing to start, is reported in ``reason``.
-
-    Returns:
-        ``available`` (bool), ``reason`` (None or why not), and when available ``summary`` (text),
-        ``share`` (:func:`fcos_lab.integrations.fiftyone_views.ambiguous_share`), ``errors_per_level``,
-        ``views`` (saved view name -> number of images) and ``dataset`` (the FiftyOne dataset).
-    """
-    try:
-        import fiftyone as fo
-
-        from fcos_lab.integrations.fiftyone import build_dataset
-        from fcos_lab.integrations.fiftyone_views import ambiguous_share, errors_per_level, summary
-
-        fo.config.show_progress_bars = False  # a notebook keeps every redraw of a progress bar as output
-        dataset = build_dataset(ann_file, images_dir, list(detections), name=name, config=config, persistent=False)
-        views = {v: len(dataset.load_saved_view(v)) for v in dataset.list_saved_views()}
-        return {"available": True, "reason": None, "summary": summary(dataset), "share": ambiguous_share(dataset),
-                "errors_per_level": errors_per_level(dataset), "views": views, "dataset": dataset}
-    except Exception as error:  # noqa: BLE001 - import errors, database start-up, server errors: all mean "skip"
-        reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
-        return {"available": False, "reason": reason[:500]}
-
-
 # ----------------------------------------------------------------------------------------------
 # Notebook plumbing
-
-
-def set_threads(settings: ScaleSettings) -> int:
-    """Apply ``settings.threads`` to torch (when set) and return the number of intra-op threads in use.
-
-    Smoke uses one: its models are tiny, and two OpenMP threads on two cores collapse as soon as another
-    process takes one of them (measured here: 6 s instead of 0.35 s per smoke iteration).
-    """
-    import torch
-
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    return torch.get_num_threads()
 
 
 def output_folder(output_dir: str | Path | None, notebook: str) -> Path:
@@ -624,73 +320,3 @@ def save_json(data: Any, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(plain(data), indent=1))
     return path
-
-
-# ----------------------------------------------------------------------------------------------
-# Figures 3 and 8: one image at a time
-
-
-def figure3_data(checkpoint: str | Path, val_ann: str | Path, val_images: str | Path, image_index: int = 0) -> dict[str, Any]:
-    """Center-ness on one validation image (Figure 3): the Eq. (3) targets and the trained model's prediction.
-
-    Returns:
-        ``image`` (``[3, h, w]`` in the model's input frame), ``image_id``, ``assignment``
-        (:class:`~fcos_lab.viz.assignments.ImageAssignment`), ``target_grids`` and ``predicted_grids``
-        (``[H_l, W_l]`` per level; targets NaN on background, predictions NaN in the padding),
-        ``strides``, ``names`` (P3...).
-    """
-    from fcos_lab.viz.app_support import dataset_sample, load_detector, open_dataset, predict_dense, resize_sample
-    from fcos_lab.viz.assignments import assign_image, level_setup
-    from fcos_lab.viz.heatmaps import prediction_maps, target_centerness_grids
-
-    loaded = load_detector(checkpoint)
-    config = loaded.config
-    dataset = open_dataset(val_ann, val_images)
-    image_id = dataset.image_ids[image_index % len(dataset.image_ids)]
-    sample = dataset_sample(dataset, image_id)
-    resized = resize_sample(sample, config.input.min_size, config.input.max_size)
-    setup = level_setup(config.model.strides, config.assign.size_ranges)
-    a = config.assign
-    assignment = assign_image(tuple(resized.image.shape[-2:]), resized.boxes, resized.labels, setup, crowd=resized.crowd,
-                              center_sampling_radius=a.center_sampling_radius, size_range_inclusive=a.size_range_inclusive,
-                              location_offset=a.location_offset, size_divisible=config.input.size_divisible)
-    dense = predict_dense(loaded, sample.image)
-    output = dense.output
-    shapes = output.locations.shapes
-    predicted = [
-        prediction_maps(output.cls_logits[0], None if output.centerness_logits is None else output.centerness_logits[0],
-                        shapes, level, stride=stride, image_size=tuple(dense.batch.image_sizes[0]),
-                        offset=a.location_offset)["center-ness"]
-        for level, stride in enumerate(config.model.strides)
-    ]
-    return {"image": resized.image, "image_id": image_id, "assignment": assignment,
-            "target_grids": target_centerness_grids(assignment), "predicted_grids": predicted,
-            "strides": tuple(config.model.strides), "names": setup.names, "class_names": loaded.class_names}
-
-
-def figure8_folder(settings: ScaleSettings, image_dir: str | Path | None, fallback: str | Path) -> Path:
-    """The images of Figure 8: ``image_dir``, else the real val2017 images under ``data_root``, else ``fallback``."""
-    if image_dir:
-        return Path(image_dir)
-    real = Path(settings.data_root) / "coco" / "images" / "val2017" if settings.data_root else None
-    return real if real is not None and real.is_dir() else Path(fallback)
-
-
-def detect_images(checkpoint: str | Path, image_paths: Sequence[str | Path], *, device: str = "auto") -> dict[str, Any]:
-    """Detections of a checkpoint on image files (Figure 8), boxes in each image's own pixels.
-
-    Returns:
-        ``images`` (``[3, H, W]`` tensors), ``detections`` (one :class:`~fcos_lab.postprocess.Detections` per
-        image, on the CPU), ``names`` (file names), ``class_names``, ``config``.
-    """
-    from fcos_lab.data.coco import load_image
-    from fcos_lab.predict import detect
-    from fcos_lab.train import resolve_device
-    from fcos_lab.viz.app_support import load_detector
-
-    loaded = load_detector(checkpoint)
-    model = loaded.model.to(resolve_device(device))
-    images = [load_image(path) for path in image_paths]
-    detections = [detect(model, loaded.config, [image])[0].to("cpu") for image in images]
-    return {"images": images, "detections": detections, "names": [Path(p).name for p in image_paths],
-            "class_names": loaded.class_names, "config": loaded.config}

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from fcos_lab.analysis.anchors import LOW_QUALITY_CHOICES, anchor_recall, candidate_anchors, generate_anchors
-from fcos_lab.data.coco import load_coco_annotations
+from fcos_lab.data.coco_annotations import load_coco_annotations
 from fcos_lab.data.transforms import resize_scale
 from fcos_lab.errors import ConfigError, DataError, FcosLabError
 from fcos_lab.points import feature_shapes, make_locations

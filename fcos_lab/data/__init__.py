@@ -1,11 +1,13 @@
 """Data of the paper's experiments (Section 4): COCO-format datasets, transforms and the synthetic demo.
 
 - :mod:`fcos_lab.data.transforms`: resize, flip, normalize and pad, as in the paper's training details.
-- :mod:`fcos_lab.data.coco`: any COCO-format annotation file and image folder, validated.
+- :mod:`fcos_lab.data.coco_annotations`: any COCO-format annotation file, validated and indexed.
+- :mod:`fcos_lab.data.coco`: the dataset over such a file and its image folder.
 - :mod:`fcos_lab.data.synthetic`: the embedded shapes dataset that trains on a CPU in minutes. It is
   not re-exported here so that ``python -m fcos_lab.data.synthetic`` runs without a runpy warning.
 """
 
-from fcos_lab.data.coco import CocoDetection, collate, load_coco_annotations, load_image
+from fcos_lab.data.coco import CocoDetection, collate, load_image
+from fcos_lab.data.coco_annotations import load_coco_annotations
 
 __all__ = ["CocoDetection", "collate", "load_coco_annotations", "load_image"]

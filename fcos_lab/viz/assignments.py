@@ -5,8 +5,9 @@ switches of the app's Assignments page and keeps what a figure needs as numpy ar
 locations and the box each regresses (Eq. 1 targets and the Eq. 3 center-ness target), the ambiguous
 locations and the box the minimal-area rule chose, and the boxes no location regresses, with the
 reason. :func:`assignment_figure` draws one level (or all) over the image; hovering a location shows
-its level, l*, t*, r*, b*, center-ness target and box. :func:`box_size_histogram_figure` places a
-dataset's box sizes against the levels' size ranges.
+its level, l*, t*, r*, b*, center-ness target and box. A dataset's box sizes against the levels' size
+ranges are in :mod:`fcos_lab.viz.dataset_statistics`; the image and box drawing in
+:mod:`fcos_lab.viz.image_figures`.
 
 Arrays in, plotly figures out; plotly is imported inside the figure functions.
 Glossary: P locations over all levels, M boxes, L levels; boxes xyxy in input-image pixels.
@@ -14,20 +15,18 @@ Glossary: P locations over all levels, M boxes, L levels; boxes xyxy in input-im
 
 from __future__ import annotations
 
-import base64
-import io
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
 from fcos_lab.errors import DataError
 from fcos_lab.points import make_locations
 from fcos_lab.targets import assign, pad_ground_truth
+from fcos_lab.viz.image_figures import add_boxes, box_colors, image_figure
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -255,89 +254,6 @@ def assign_image(
 # Figures
 
 
-def box_colors(count: int) -> list[str]:
-    """A distinct colour per box index (plotly's Light24 cycled)."""
-    import plotly.colors
-
-    palette = plotly.colors.qualitative.Light24
-    return [palette[i % len(palette)] for i in range(count)]
-
-
-def image_uri(image: Tensor | np.ndarray, quality: int = 85) -> str:
-    """A ``[3, H, W]`` float tensor in [0, 1] or ``[H, W, 3]`` uint8 array as a base64 JPEG data URI.
-
-    A compressed source keeps the figure small: an 800 x 1066 image is ~100 KB of JSON instead of the
-    ~10 MB a pixel array would cost on every re-render.
-    """
-    if isinstance(image, Tensor):
-        image = (image.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).convert("RGB").save(buffer, format="JPEG", quality=quality)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def image_figure(image: Tensor | np.ndarray | str, size: tuple[int, int] | None = None, *, height: int = 640) -> go.Figure:
-    """An image (or a data URI with its ``(h, w)``) as the background of a figure in pixel coordinates."""
-    import plotly.graph_objects as go
-
-    if isinstance(image, str):
-        if size is None:
-            raise ValueError("a data URI needs its (h, w) size")
-        uri, (img_h, img_w) = image, size
-    else:
-        img_h, img_w = (image.shape[-2], image.shape[-1]) if isinstance(image, Tensor) else image.shape[:2]
-        uri = image_uri(image)
-    figure = go.Figure(go.Image(source=uri, hoverinfo="skip", name="image"))
-    figure.update_xaxes(range=[0, img_w], showgrid=False, zeroline=False)
-    figure.update_yaxes(range=[img_h, 0], showgrid=False, zeroline=False, scaleanchor="x")
-    figure.update_layout(
-        height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10}, hoverlabel={"align": "left"},
-        legend={"x": 1.01, "y": 1, "xanchor": "left", "yanchor": "top"},
-    )
-    return figure
-
-
-def add_boxes(
-    figure: go.Figure,
-    boxes: np.ndarray | Tensor,
-    colors: Sequence[str],
-    texts: Sequence[str] = (),
-    *,
-    dash: str = "solid",
-    width: float = 2,
-    name: str = "boxes",
-) -> None:
-    """Outline xyxy ``boxes`` ``[K, 4]``, one colour each, with an optional label at the top-left corner.
-
-    Boxes of one colour share a trace and the labels are added in one layout update: a hundred
-    detections then cost milliseconds instead of the seconds of one ``add_trace`` per box.
-    """
-    import plotly.graph_objects as go
-
-    boxes = boxes.detach().cpu().numpy() if isinstance(boxes, Tensor) else np.asarray(boxes)
-    boxes = boxes.reshape(-1, 4)
-    by_color: dict[str, list[int]] = {}
-    for k, color in enumerate(colors[: len(boxes)]):
-        by_color.setdefault(color, []).append(k)
-    for color, members in by_color.items():
-        x0, y0, x1, y1 = (boxes[members, i] for i in range(4))
-        gap = np.full(len(members), np.nan)
-        xs = np.stack([x0, x1, x1, x0, x0, gap], axis=1).reshape(-1)
-        ys = np.stack([y0, y0, y1, y1, y0, gap], axis=1).reshape(-1)
-        figure.add_trace(go.Scatter(
-            x=xs, y=ys, mode="lines", hoverinfo="skip", line={"color": color, "width": width, "dash": dash},
-            name=name, legendgroup=name, showlegend=False, connectgaps=False,
-        ))
-    labels = [
-        {"x": float(boxes[k, 0]), "y": float(boxes[k, 1]), "text": text, "showarrow": False, "xanchor": "left",
-         "yanchor": "bottom", "font": {"size": 11, "color": "black"}, "bgcolor": colors[k], "opacity": 0.9,
-         "borderpad": 1}
-        for k, text in enumerate(texts[: len(boxes)]) if text
-    ]
-    if labels:
-        figure.update_layout(annotations=[*figure.layout.annotations, *labels])
-
-
 def _location_hover(
     assignment: ImageAssignment, index: np.ndarray, class_names: Sequence[str]
 ) -> list[str]:
@@ -443,56 +359,4 @@ def assignment_figure(
         title=f"{where}: {int(positive.sum())} positive, {len(ambiguous)} ambiguous locations; "
         f"{len(unreachable)} unreachable boxes",
     )
-    return figure
-
-
-def box_size_histogram_figure(
-    widths: np.ndarray, heights: np.ndarray, setup: LevelSetup, *, bins_per_octave: int = 4
-) -> go.Figure:
-    """Box sizes against the levels' size ranges (Section 3.2), on a log2 axis.
-
-    A box of longer side ``s`` is seen by locations with ``max(l*, t*, r*, b*)`` from ``s/2`` (its
-    center) to about ``s`` (its corners), so both are drawn: a level can regress the box when its
-    range meets that interval.
-
-    Args:
-        widths, heights: ``[N]`` box sizes in input pixels (after the training resize).
-        setup: the levels and their ranges.
-    """
-    import plotly.graph_objects as go
-
-    longer = np.maximum(np.asarray(widths, dtype=float), np.asarray(heights, dtype=float))
-    longer = longer[longer > 0]
-    figure = go.Figure()
-    if len(longer):
-        low = math.floor(math.log2(max(longer.min() / 2, 1.0)))
-        high = math.ceil(math.log2(longer.max())) + 1
-    else:
-        low, high = 2, 11
-    edges = np.arange(low, high + 1e-9, 1 / bins_per_octave)
-    for values, name, color in (
-        (longer / 2, "max(l*,t*,r*,b*) at the box center = longer side / 2", "#1f77b4"),
-        (longer, "at the box corners ≈ longer side", "#ff7f0e"),
-    ):
-        counts, _ = np.histogram(np.log2(np.maximum(values, 1e-6)), bins=edges)
-        figure.add_trace(go.Bar(
-            x=(edges[:-1] + edges[1:]) / 2, y=counts, width=1 / bins_per_octave, name=name, opacity=0.65,
-            marker_color=color, hovertemplate="%{y} boxes<extra>" + name + "</extra>",
-        ))
-    band_colors = ("rgba(31,119,180,0.10)", "rgba(44,160,44,0.12)")
-    for i, (name, (lo, hi)) in enumerate(zip(setup.names, setup.size_ranges)):
-        x0 = max(math.log2(lo), low) if lo > 0 else low
-        x1 = min(math.log2(hi), high) if math.isfinite(hi) else high
-        if x1 <= x0:
-            continue
-        figure.add_vrect(x0=x0, x1=x1, fillcolor=band_colors[i % 2], line_width=0, layer="below",
-                         annotation_text=f"{name} [{lo:g}, {hi:g}]", annotation_position="top left")
-        if lo > 0:
-            figure.add_vline(x=math.log2(lo), line_dash="dot", line_color="grey")
-    ticks = list(range(low, high + 1))
-    figure.update_xaxes(tickvals=ticks, ticktext=[f"{2 ** t:g}" for t in ticks], title="pixels (log scale)",
-                        range=[low, high])
-    figure.update_yaxes(title="boxes")
-    figure.update_layout(barmode="overlay", height=420, title=f"{len(longer)} boxes against the size ranges",
-                         legend={"orientation": "h", "y": -0.25}, margin={"t": 60})
     return figure

@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 
 from fcos_lab.boxes import centerness_from_ltrb
-from fcos_lab.viz.assignments import ImageAssignment, image_uri
+from fcos_lab.viz.assignments import ImageAssignment
+from fcos_lab.viz.image_figures import image_uri
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go

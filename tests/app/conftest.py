@@ -38,26 +38,26 @@ def app_data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
     from fcos_lab.data.synthetic import make_synthetic_coco
     from fcos_lab.demo import run_demo
-    from fcos_lab.viz import app_support
+    from fcos_lab.viz import inference
 
     base = _shared_base(tmp_path_factory)
     base.mkdir(parents=True, exist_ok=True)
     data = base / "app_data"
-    previous = os.environ.get(app_support.APP_DATA_ENV)
-    os.environ[app_support.APP_DATA_ENV] = str(data)
+    previous = os.environ.get(inference.APP_DATA_ENV)
+    os.environ[inference.APP_DATA_ENV] = str(data)
     try:
         with FileLock(str(base / "app_data.lock")):
             if not (data / "ready").is_file():
                 run_demo(data / "demo", quick=True, device="cpu", progress=False, overrides=TINY_DEMO)
-                app_support.ensure_synthetic_dataset()  # written here once, not raced by two workers
+                inference.ensure_synthetic_dataset()  # written here once, not raced by two workers
                 make_synthetic_coco(data / "coco_tiny", num_train=4, num_val=4, image_size=256)
                 (data / "ready").write_text("ok\n")
         yield data
     finally:
         if previous is None:
-            os.environ.pop(app_support.APP_DATA_ENV, None)
+            os.environ.pop(inference.APP_DATA_ENV, None)
         else:
-            os.environ[app_support.APP_DATA_ENV] = previous
+            os.environ[inference.APP_DATA_ENV] = previous
 
 
 @pytest.fixture(scope="session")

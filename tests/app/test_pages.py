@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from fcos_lab.viz import app_support as support
+from fcos_lab.viz import inference, inputs
 from tests.app.conftest import APP_MAIN
 
 pytestmark = pytest.mark.usefixtures("app_data")
@@ -222,13 +222,13 @@ def test_detections_sliders_and_bad_checkpoints(demo_run: Path, app_data: Path, 
     run(at)
     # The page shows what the package computes with these sliders (whether NMS 0.1 removes boxes depends
     # on how much the barely trained model's boxes overlap).
-    loaded = support.load_detector(demo_run)
+    loaded = inference.load_detector(demo_run)
     sample = next(s for s in at.selectbox if s.key.startswith("image_id|")).value
-    dataset = support.open_dataset(app_data / "synthetic" / "annotations" / "instances_val.json",
-                                   app_data / "synthetic" / "val")
-    dense = support.predict_dense(loaded, support.dataset_sample(dataset, sample).image)
-    expected = support.detection_rows(support.detections_from(dense, score_thresh=0.0, nms_thresh=0.1),
-                                      loaded.class_names)
+    dataset = inputs.open_dataset(app_data / "synthetic" / "annotations" / "instances_val.json",
+                                  app_data / "synthetic" / "val")
+    dense = inference.predict_dense(loaded, inputs.dataset_sample(dataset, sample).image)
+    expected = inference.detection_rows(inference.detections_from(dense, score_thresh=0.0, nms_thresh=0.1),
+                                        loaded.class_names)
     assert at.dataframe[0].value.to_dict("records") == expected
     at.toggle(key="use_centerness").set_value(False)
     run(at)

@@ -13,7 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from fcos_lab.data.coco import CocoDetection, collate, load_coco_annotations, load_image
+from fcos_lab.data.coco import CocoDetection, collate, load_image
+from fcos_lab.data.coco_annotations import load_coco_annotations
 from fcos_lab.data.transforms import normalize
 from fcos_lab.errors import DataError
 

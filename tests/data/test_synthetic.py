@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fcos_lab.data.coco import CocoDetection, load_coco_annotations
+from fcos_lab.data.coco import CocoDetection
+from fcos_lab.data.coco_annotations import load_coco_annotations
 from fcos_lab.data.synthetic import CATEGORIES, SyntheticDataset, _shape_mask, make_synthetic_coco
 from fcos_lab.errors import DataError
 

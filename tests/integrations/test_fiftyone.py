@@ -43,9 +43,10 @@ import psutil
 import pytest
 from PIL import Image
 
+from fcos_lab.analysis.ambiguous_locations import assignment_attributes
 from fcos_lab.config import get_preset, resolve
-from fcos_lab.data.coco import load_coco_annotations
-from fcos_lab.integrations.fiftyone import assignment_attributes, main
+from fcos_lab.data.coco_annotations import load_coco_annotations
+from fcos_lab.integrations.fiftyone import main
 from tests.integrations.conftest import MONGOD, free_port, isolated_env, processes_mentioning, wait_gone
 
 REPO = Path(__file__).resolve().parents[2]
@@ -122,7 +123,7 @@ def test_bundled_mongod_runs():
 
 def test_assignment_attributes_by_hand(scene, caplog):
     coco = load_coco_annotations(scene["ann"])
-    with caplog.at_level(logging.WARNING, logger="fcos_lab.integrations.fiftyone"):
+    with caplog.at_level(logging.WARNING, logger="fcos_lab.analysis.ambiguous_locations"):
         boxes, predictions = assignment_attributes(coco, DETECTIONS, get_preset("fcos_r50_fpn_1x"))
 
     def box(levels, count, recallable, ambiguous, diff):
@@ -179,7 +180,7 @@ def test_prediction_locations_follow_the_preset(tmp_path, caplog):
     assert boxes[5]["num_positive_locations"] == 4
     assert predictions[0] == {"num_candidates": 1, "ambiguous": False, "ambiguous_diff_class": False, "target_ann_id": 5}
     assert predictions[1]["num_candidates"] is None  # 4 is not a multiple of 8
-    with caplog.at_level(logging.WARNING, logger="fcos_lab.integrations.fiftyone"):
+    with caplog.at_level(logging.WARNING, logger="fcos_lab.analysis.ambiguous_locations"):
         boxes, predictions = assignment_attributes(coco, [at_16, on_empty_image], get_preset("fcos_r50_fpn_1x"))
     assert boxes[5]["num_positive_locations"] == 25  # 4..36 per axis, no center sampling
     assert predictions[0]["num_candidates"] is None and predictions[1]["num_candidates"] == 0

@@ -17,8 +17,9 @@ import torch
 
 from fcos_lab import paper
 from fcos_lab.analysis import experiments as ex
+from fcos_lab.analysis import qualitative, scales
 from fcos_lab.analysis.centerness_iou import score_vs_iou, summarize
-from fcos_lab.analysis.report import Results
+from fcos_lab.analysis.report import SCALES, Results
 from fcos_lab.config import resolve
 from fcos_lab.errors import ConfigError, DataError
 
@@ -26,7 +27,7 @@ TRAINED_ROWS = [row for rows in paper.TABLES.values() for row in rows if row.pre
 
 
 def _fake_coco_root(root: Path, scale: str) -> Path:
-    for relative in ex.COCO_FILES[scale]:
+    for relative in scales.COCO_FILES[scale]:
         path = root / relative
         if relative.endswith(".json"):
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -36,9 +37,9 @@ def _fake_coco_root(root: Path, scale: str) -> Path:
     return root
 
 
-@pytest.mark.parametrize("scale", ex.SCALES)
+@pytest.mark.parametrize("scale", SCALES)
 def test_every_paper_row_resolves_at_every_scale(scale, tmp_path):
-    settings = ex.scale_settings(scale, tmp_path / "no-data-here", work_dir=tmp_path)
+    settings = scales.scale_settings(scale, tmp_path / "no-data-here", work_dir=tmp_path)
     for row in TRAINED_ROWS:
         config = ex.row_config(row, settings, seed=3)
         assert config.train.seed == 3
@@ -49,7 +50,7 @@ def test_every_paper_row_resolves_at_every_scale(scale, tmp_path):
 
 def test_paper_scale_keeps_the_presets_and_only_points_at_the_data(tmp_path):
     root = _fake_coco_root(tmp_path, "paper")
-    settings = ex.scale_settings("paper", root)
+    settings = scales.scale_settings("paper", root)
     assert settings.dataset == "coco" and settings.train_ann.endswith("instances_train2017.json")
     for row in TRAINED_ROWS:
         config = ex.row_config(row, settings)
@@ -60,13 +61,13 @@ def test_paper_scale_keeps_the_presets_and_only_points_at_the_data(tmp_path):
 
 
 def test_paper_scale_without_coco_fails_with_the_missing_files(tmp_path):
-    settings = ex.scale_settings("paper", tmp_path)
+    settings = scales.scale_settings("paper", tmp_path)
     with pytest.raises(DataError, match="instances_train2017.json"):
         settings.check_training_data()
 
 
 def test_smoke_scales_every_length_tied_to_the_input_size(tmp_path):
-    settings = ex.scale_settings("smoke", work_dir=tmp_path)
+    settings = scales.scale_settings("smoke", work_dir=tmp_path)
     assert settings.dataset == "synthetic" and settings.synthetic_root == str(tmp_path / "synthetic")
     config = ex.row_config(paper.TABLE_3[0], settings)  # RetinaNet: anchors too
     factor = 128 / 800
@@ -79,23 +80,23 @@ def test_smoke_scales_every_length_tied_to_the_input_size(tmp_path):
 
 def test_workshop_uses_the_shared_coco_images_when_present(tmp_path):
     root = _fake_coco_root(tmp_path, "workshop")
-    settings = ex.scale_settings("workshop", root)
+    settings = scales.scale_settings("workshop", root)
     assert settings.dataset == "coco" and "coco128" in settings.train_ann
-    assert ex.scale_settings("workshop", tmp_path / "empty").dataset == "synthetic"
-    assert ex.scale_settings("workshop", root, dataset="synthetic").dataset == "synthetic"
+    assert scales.scale_settings("workshop", tmp_path / "empty").dataset == "synthetic"
+    assert scales.scale_settings("workshop", root, dataset="synthetic").dataset == "synthetic"
     with pytest.raises(ConfigError, match="valid scales"):
-        ex.scale_settings("huge")
+        scales.scale_settings("huge")
 
 
 def test_with_files_switches_to_coco_and_rejects_unknown_keys(tmp_path):
-    settings = ex.scale_settings("smoke", work_dir=tmp_path).with_files(train_ann="a.json", val_ann=None)
+    settings = scales.scale_settings("smoke", work_dir=tmp_path).with_files(train_ann="a.json", val_ann=None)
     assert settings.dataset == "coco" and settings.train_ann == "a.json" and settings.val_ann == ""
     with pytest.raises(ConfigError, match="unknown file setting"):
         settings.with_files(weights="w.pt")
 
 
 def test_rows_that_differ_only_at_test_time_share_one_training(tmp_path):
-    settings = ex.scale_settings("smoke", work_dir=tmp_path)
+    settings = scales.scale_settings("smoke", work_dir=tmp_path)
     key = lambda row: ex.training_key(ex.row_config(row, settings))  # noqa: E731
     assert key(paper.TABLE_4[0]) == key(paper.TABLE_4[1])  # None and center-ness from the box
     assert key(paper.TABLE_4[2]) == key(paper.TABLE_4[3])  # learned and oracle
@@ -157,7 +158,7 @@ def test_detections_from_ambiguous_locations_by_hand(tmp_path):
     det = lambda location, level, score: {"image_id": 7, "category_id": 1, "bbox": [0, 0, 10, 10],  # noqa: E731
                                           "score": score, "level": level, "location": location}
     detections = [det([240, 240], 5, 0.9), det([144, 144], 5, 0.8), det([148, 148], 3, 0.7), det([240, 240], 5, 0.01)]
-    share = ex.detections_from_ambiguous_locations(ann, detections, config, min_score=0.05)
+    share = qualitative.detections_from_ambiguous_locations(ann, detections, config, min_score=0.05)
     assert share["detections"] == 3 and share["ambiguous"] == 1 and share["ambiguous_diff_class"] == 1
     assert share["detections_ambiguous"] == pytest.approx(100 / 3)
     results = Results(notebook="t", scale="smoke", hardware={})
@@ -171,12 +172,12 @@ def test_statistics_file_cuts_the_first_images_at_smoke(tmp_path):
     data = json.loads(ann.read_text())
     data["images"].append({"id": 3, "file_name": "b.jpg", "width": 10, "height": 10})
     ann.write_text(json.dumps(data))
-    settings = replace(ex.scale_settings("smoke", work_dir=tmp_path), stats_ann=str(ann), stats_max_images=1)
-    path, note = ex.statistics_file(settings, tmp_path / "out")
+    settings = replace(scales.scale_settings("smoke", work_dir=tmp_path), stats_ann=str(ann), stats_max_images=1)
+    path, note = scales.statistics_file(settings, tmp_path / "out")
     subset = json.loads(Path(path).read_text())
     assert [i["id"] for i in subset["images"]] == [3] and subset["annotations"] == []
     assert "first 1 of 2 images" in note
-    path, note = ex.statistics_file(settings.with_files(stats_max_images=0), tmp_path / "out")
+    path, note = scales.statistics_file(settings.with_files(stats_max_images=0), tmp_path / "out")
     assert path == str(ann) and note.startswith("full")
 
 
@@ -236,9 +237,9 @@ def test_figures_write_png_and_html(tmp_path):
 
 def test_smoke_on_coco_uses_the_128_image_files_and_names_what_is_missing(tmp_path):
     root = _fake_coco_root(tmp_path / "data", "workshop")
-    settings = ex.scale_settings("smoke", root, dataset="coco")
-    assert settings.train_ann == str(root / ex.COCO_FILES["workshop"][0])
+    settings = scales.scale_settings("smoke", root, dataset="coco")
+    assert settings.train_ann == str(root / scales.COCO_FILES["workshop"][0])
     settings.check_training_data()
-    partial = ex.scale_settings("smoke", work_dir=tmp_path).with_files(val_ann=str(root / ex.COCO_FILES["workshop"][2]))
+    partial = scales.scale_settings("smoke", work_dir=tmp_path).with_files(val_ann=str(root / scales.COCO_FILES["workshop"][2]))
     with pytest.raises(DataError, match="train_ann ''"):
         partial.check_training_data()

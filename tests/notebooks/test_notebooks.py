@@ -80,7 +80,7 @@ def test_notebook_runs_at_smoke_scale(name, tmp_path, monkeypatch):
     assert results.complete and results.scale == "smoke" and results.notebook == name
     assert results.wall_time_s and results.wall_time_s > 0
     assert results.hardware.get("torch") and results.hardware.get("cpus")
-    assert results.hardware["threads"] == 1  # smoke: one intra-op thread (ex.set_threads)
+    assert results.hardware["threads"] == 1  # smoke: one intra-op thread (scales.set_threads)
     assert results.parameters["scale"] == "smoke" and "scale_settings" in results.parameters
     table, rows = EXPECTED[name]
     ours = [m for m in results.measurements if m.table == table]

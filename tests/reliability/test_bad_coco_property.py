@@ -9,7 +9,8 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fcos_lab.data.coco import CocoDetection, load_coco_annotations
+from fcos_lab.data.coco import CocoDetection
+from fcos_lab.data.coco_annotations import load_coco_annotations
 from fcos_lab.errors import DataError
 
 BASE = {

@@ -9,16 +9,14 @@ import torch
 from fcos_lab.errors import DataError
 from fcos_lab.points import feature_shapes
 from fcos_lab.viz.assignments import (
-    add_boxes,
     assign_image,
     assignment_figure,
-    box_size_histogram_figure,
     grid_shapes,
-    image_figure,
-    image_uri,
     level_setup,
     ranges_from_boundaries,
 )
+from fcos_lab.viz.dataset_statistics import box_size_histogram_figure
+from fcos_lab.viz.image_figures import add_boxes, image_figure, image_uri
 
 PAPER = level_setup()  # P3-P7, strides 8..128, m = 0, 64, 128, 256, 512, inf
 

@@ -1,4 +1,5 @@
-"""The package-side helpers of the app (fcos_lab.viz.app_support): inputs, bad inputs, runs, models, statistics."""
+"""The package-side helpers of the app (fcos_lab.viz.inference, .inputs, .dataset_statistics): inputs, bad inputs, runs,
+models, statistics."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 from PIL import Image
 
 from fcos_lab.errors import CheckpointError, DataError
-from fcos_lab.viz import app_support as support
+from fcos_lab.viz import dataset_statistics, inference, inputs
 from fcos_lab.viz.assignments import assign_image, assignment_figure, level_setup
 
 
@@ -27,19 +28,19 @@ def png_bytes(width: int = 40, height: int = 30, mode: str = "RGB") -> bytes:
 
 
 def test_app_data_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv(support.APP_DATA_ENV, raising=False)
-    assert support.app_data_dir() == Path("runs/app")
-    monkeypatch.setenv(support.APP_DATA_ENV, str(tmp_path))
-    assert support.app_data_dir() == tmp_path
-    assert support.default_run_dir() == tmp_path / "demo" / "run"
-    assert support.demo_command() == f"fcos-lab demo --quick --out {tmp_path / 'demo'}"
+    monkeypatch.delenv(inference.APP_DATA_ENV, raising=False)
+    assert inference.app_data_dir() == Path("runs/app")
+    monkeypatch.setenv(inference.APP_DATA_ENV, str(tmp_path))
+    assert inference.app_data_dir() == tmp_path
+    assert inference.default_run_dir() == tmp_path / "demo" / "run"
+    assert inference.demo_command() == f"fcos-lab demo --quick --out {tmp_path / 'demo'}"
 
 
 # ---------------------------------------------------------------------------------------------- uploads
 
 
 def test_read_image_bytes_decodes_like_load_image() -> None:
-    image = support.read_image_bytes(png_bytes(40, 30), "red.png")
+    image = inputs.read_image_bytes(png_bytes(40, 30), "red.png")
     assert image.shape == (3, 30, 40) and image.dtype == torch.float32
     assert torch.allclose(image[:, 0, 0], torch.tensor([200, 30, 30]) / 255.0)
 
@@ -54,7 +55,7 @@ def test_read_image_bytes_decodes_like_load_image() -> None:
 )
 def test_read_image_bytes_refuses_non_images(data: bytes, message: str) -> None:
     with pytest.raises(DataError, match=message) as info:
-        support.read_image_bytes(data, "upload.png")
+        inputs.read_image_bytes(data, "upload.png")
     assert "upload.png" in str(info.value)
 
 
@@ -63,7 +64,7 @@ def test_read_image_bytes_refuses_a_truncated_image() -> None:
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buffer, "JPEG")
     truncated = buffer.getvalue()[: len(buffer.getvalue()) // 2]
     with pytest.raises(DataError, match="cannot read image") as info:
-        support.read_image_bytes(truncated, "half.jpg")
+        inputs.read_image_bytes(truncated, "half.jpg")
     assert "half.jpg" in str(info.value) and "fcos_lab_upload_" not in str(info.value)
 
 
@@ -72,9 +73,9 @@ def test_read_image_bytes_refuses_a_huge_image_before_decoding() -> None:
     huge = png_bytes(8000, 6000, mode="1")
     assert len(huge) < 200_000
     with pytest.raises(DataError, match="48.0 megapixels"):
-        support.read_image_bytes(huge, "huge.png")
+        inputs.read_image_bytes(huge, "huge.png")
     with pytest.raises(DataError, match="at most 0 megapixels"):
-        support.read_image_bytes(png_bytes(), "small.png", max_pixels=100)
+        inputs.read_image_bytes(png_bytes(), "small.png", max_pixels=100)
 
 
 # ---------------------------------------------------------------------------------------------- typed boxes
@@ -82,11 +83,11 @@ def test_read_image_bytes_refuses_a_huge_image_before_decoding() -> None:
 
 def test_parse_typed_boxes_names_numbers_comments_and_clipping() -> None:
     text = "10 20 50 60 cat\n# a comment\n\n5, 5, 30, 30, dog  # trailing\n0 0 8 8 0\n-10 -5 500 40 dog\n1 1 4 4\n"
-    boxes, labels, names = support.parse_typed_boxes(text, image_size=(100, 200))
+    boxes, labels, names = inputs.parse_typed_boxes(text, image_size=(100, 200))
     assert names == ("cat", "dog", "object")
     assert labels.tolist() == [0, 1, 0, 1, 2]  # "0" indexes the first class
     assert boxes.tolist()[3] == [0.0, 0.0, 200.0, 40.0]  # clipped to the 200 x 100 image
-    _, labels, names = support.parse_typed_boxes("0 0 5 5 square", class_names=("circle", "square"))
+    _, labels, names = inputs.parse_typed_boxes("0 0 5 5 square", class_names=("circle", "square"))
     assert labels.tolist() == [1] and names == ("circle", "square")
 
 
@@ -102,30 +103,30 @@ def test_parse_typed_boxes_names_numbers_comments_and_clipping() -> None:
 )
 def test_parse_typed_boxes_names_the_bad_line(text: str, message: str) -> None:
     with pytest.raises(DataError, match=message):
-        support.parse_typed_boxes(text, image_size=(100, 200))
+        inputs.parse_typed_boxes(text, image_size=(100, 200))
 
 
 def test_parse_numbers() -> None:
-    assert support.parse_numbers("8, 16 32,64", "strides", integers=True) == [8, 16, 32, 64]
-    assert support.parse_numbers("64, 128.5", "boundaries") == [64.0, 128.5]
-    assert support.parse_numbers("", "strides") == []
+    assert inputs.parse_numbers("8, 16 32,64", "strides", integers=True) == [8, 16, 32, 64]
+    assert inputs.parse_numbers("64, 128.5", "boundaries") == [64.0, 128.5]
+    assert inputs.parse_numbers("", "strides") == []
     with pytest.raises(DataError, match="strides must be integers separated by commas, got '8, 1.5'"):
-        support.parse_numbers("8, 1.5", "strides", integers=True)
+        inputs.parse_numbers("8, 1.5", "strides", integers=True)
 
 
 # ---------------------------------------------------------------------------------------------- datasets
 
 
 def test_dataset_sample_and_resize(coco_tiny: Path) -> None:
-    dataset = support.open_dataset(coco_tiny / "annotations" / "instances_val.json", coco_tiny / "val")
+    dataset = inputs.open_dataset(coco_tiny / "annotations" / "instances_val.json", coco_tiny / "val")
     image_id = dataset.image_ids[0]
-    sample = support.dataset_sample(dataset, image_id)
+    sample = inputs.dataset_sample(dataset, image_id)
     annotations = dataset.coco.imgToAnns[image_id]
     assert sample.image.shape == (3, 256, 256)
     assert len(sample.boxes) == len(annotations) and sample.class_names == tuple(dataset.class_names)
     x, y, w, h = annotations[0]["bbox"]
     assert sample.boxes[0].tolist() == pytest.approx([x, y, min(x + w, 256), min(y + h, 256)])
-    resized = support.resize_sample(sample, 800, 1333)
+    resized = inputs.resize_sample(sample, 800, 1333)
     assert resized.image.shape == (3, 800, 800)
     assert torch.allclose(resized.boxes, sample.boxes * 800 / 256)
 
@@ -134,72 +135,72 @@ def test_open_dataset_reports_malformed_files(tmp_path: Path, coco_tiny: Path) -
     bad = tmp_path / "bad.json"
     bad.write_text('{"images": [{"id": 1}], "categories": [], "annotations": []}')
     with pytest.raises(DataError, match=r"images\[0\].*missing key 'width'"):
-        support.open_dataset(bad, coco_tiny / "val")
+        inputs.open_dataset(bad, coco_tiny / "val")
     bad.write_text("{not json")
     with pytest.raises(DataError, match="not valid JSON"):
-        support.load_dataset_boxes(bad)
+        dataset_statistics.load_dataset_boxes(bad)
     with pytest.raises(DataError, match="annotation JSON"):
-        support.open_dataset(tmp_path, coco_tiny / "val")
+        inputs.open_dataset(tmp_path, coco_tiny / "val")
 
 
 # ---------------------------------------------------------------------------------------------- runs
 
 
 def test_read_run_and_find_runs(demo_run: Path, tmp_path: Path, app_data: Path) -> None:
-    run = support.read_run(demo_run)
+    run = inference.read_run(demo_run)
     assert run.config_name == "fcos_demo_r18"
     assert [p.name for p in run.checkpoints] == ["model_final.pt", "model_0000002.pt"]
     assert any("loss" in row for row in run.rows) and "AP" in run.metrics
-    assert demo_run in support.find_runs(app_data)
+    assert demo_run in inference.find_runs(app_data)
 
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "metrics.jsonl").write_text('{"iter": 1, "loss": 2.0}\n{oops\n[1, 2]\n')
-    run = support.read_run(broken)
+    run = inference.read_run(broken)
     assert run.rows == [{"iter": 1, "loss": 2.0}]
     assert [p.split(":")[0] for p in run.problems] == ["metrics.jsonl line 2", "metrics.jsonl line 3"]
     with pytest.raises(DataError, match="run folder not found"):
-        support.read_run(tmp_path / "missing")
+        inference.read_run(tmp_path / "missing")
     with pytest.raises(DataError, match="not a run folder"):
-        support.read_run(tmp_path)
+        inference.read_run(tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------- models
 
 
 def test_load_detector_and_predictions(demo_run: Path, coco_tiny: Path) -> None:
-    loaded = support.load_detector(demo_run)
+    loaded = inference.load_detector(demo_run)
     assert loaded.trained_preset == "fcos_demo_r18" and loaded.path.name == "model_final.pt"
     assert loaded.class_names == ("circle", "square", "triangle", "cross", "ring")
-    dataset = support.open_dataset(coco_tiny / "annotations" / "instances_val.json", coco_tiny / "val")
-    image = support.dataset_sample(dataset, dataset.image_ids[0]).image
-    dense = support.predict_dense(loaded, image, 192)
+    dataset = inputs.open_dataset(coco_tiny / "annotations" / "instances_val.json", coco_tiny / "val")
+    image = inputs.dataset_sample(dataset, dataset.image_ids[0]).image
+    dense = inference.predict_dense(loaded, image, 192)
     assert dense.batch.image_sizes == ((192, 192),) and dense.config.input.min_size == 192
-    everything = support.detections_from(dense, score_thresh=0.0, nms_thresh=0.6)
+    everything = inference.detections_from(dense, score_thresh=0.0, nms_thresh=0.6)
     assert 0 < len(everything.boxes) <= 100
     assert float(everything.boxes.max()) <= 256  # in the original image's pixels
-    fewer = support.detections_from(dense, score_thresh=float(everything.cls_scores.median()), nms_thresh=0.6)
+    fewer = inference.detections_from(dense, score_thresh=float(everything.cls_scores.median()), nms_thresh=0.6)
     assert len(fewer.boxes) < len(everything.boxes)
-    no_ctr = support.detections_from(dense, score_thresh=0.0, nms_thresh=0.6, use_centerness=False)
+    no_ctr = inference.detections_from(dense, score_thresh=0.0, nms_thresh=0.6, use_centerness=False)
     assert torch.all(no_ctr.centerness == 1)
-    rows = support.detection_rows(everything, loaded.class_names)
+    rows = inference.detection_rows(everything, loaded.class_names)
     assert rows[0]["class"] in loaded.class_names and rows[0]["level"].startswith("P")
-    figure = support.detections_figure(image, everything, loaded.class_names, gt_boxes=torch.tensor([[1.0, 2, 30, 40]]))
+    figure = inference.detections_figure(image, everything, loaded.class_names, gt_boxes=torch.tensor([[1.0, 2, 30, 40]]))
     assert figure.layout.title.text == f"{len(everything.boxes)} detections"
     assert len(figure.layout.annotations) == min(25, len(everything.boxes))  # labels of the best 25 only
 
 
 def test_load_detector_refuses_another_preset_and_corrupt_files(demo_run: Path, tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="records preset 'fcos_demo_r18'.*instead of 'fcos_r50_fpn_1x'"):
-        support.load_detector(demo_run / "model_final.pt", "fcos_r50_fpn_1x")
+        inference.load_detector(demo_run / "model_final.pt", "fcos_r50_fpn_1x")
     corrupt = tmp_path / "model_final.pt"
     corrupt.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="refused to load"):
-        support.load_detector(corrupt)
+        inference.load_detector(corrupt)
     empty = tmp_path / "empty_run"
     empty.mkdir()
     with pytest.raises(CheckpointError, match="no checkpoint"):
-        support.load_detector(empty)
+        inference.load_detector(empty)
 
 
 # ---------------------------------------------------------------------------------------------- statistics
@@ -208,9 +209,9 @@ def test_load_detector_refuses_another_preset_and_corrupt_files(demo_run: Path, 
 def test_recall_and_ambiguity_match_the_statistics_module(coco_tiny: Path, app_data: Path) -> None:
     statistics = pytest.importorskip("fcos_lab.analysis.statistics")
     ann_file = app_data / "synthetic" / "annotations" / "instances_val.json"
-    data = support.load_dataset_boxes(ann_file)
-    fpn = support.recall_and_ambiguity(data, level_setup())
-    p4 = support.recall_and_ambiguity(data, level_setup(fpn=False))
+    data = dataset_statistics.load_dataset_boxes(ann_file)
+    fpn = dataset_statistics.recall_and_ambiguity(data, level_setup())
+    p4 = dataset_statistics.recall_and_ambiguity(data, level_setup(fpn=False))
     reference = statistics.compute_statistics(
         ann_file, include_retinanet=False, include_center_sampling=False, box_convention="continuous",
     )
@@ -225,35 +226,35 @@ def test_recall_and_ambiguity_match_the_statistics_module(coco_tiny: Path, app_d
 
 
 def test_recall_and_ambiguity_respond_to_ranges_strides_and_radius(coco_tiny: Path) -> None:
-    data = support.load_dataset_boxes(coco_tiny / "annotations" / "instances_train.json", max_images=3)
+    data = dataset_statistics.load_dataset_boxes(coco_tiny / "annotations" / "instances_train.json", max_images=3)
     assert len(data.image_ids) == 3 and len(data.widths) == int(data.valid.sum())
-    base = support.recall_and_ambiguity(data, level_setup())
-    sampled = support.recall_and_ambiguity(data, level_setup(), center_sampling_radius=0.5)
+    base = dataset_statistics.recall_and_ambiguity(data, level_setup())
+    sampled = dataset_statistics.recall_and_ambiguity(data, level_setup(), center_sampling_radius=0.5)
     assert sampled["positive_locations"] < base["positive_locations"]
     # One tiny range on P3 alone: boxes larger than 2 x 4 pixels can no longer be regressed.
-    tiny = support.recall_and_ambiguity(data, level_setup((8,), ((0, 4),)))
+    tiny = dataset_statistics.recall_and_ambiguity(data, level_setup((8,), ((0, 4),)))
     assert tiny["best_possible_recall"] < base["best_possible_recall"]
-    coarse = support.recall_and_ambiguity(data, level_setup((16, 32, 64, 128, 256), level_setup().size_ranges))
+    coarse = dataset_statistics.recall_and_ambiguity(data, level_setup((16, 32, 64, 128, 256), level_setup().size_ranges))
     assert coarse["positive_locations"] < base["positive_locations"]
 
 
 def test_interactions_on_an_800_pixel_image_take_under_two_seconds(app_data: Path, demo_run: Path) -> None:
     """The computation behind one interaction of each image page, on an 800 x 800 input, model loaded."""
-    dataset = support.open_dataset(app_data / "synthetic" / "annotations" / "instances_val.json",
-                                   app_data / "synthetic" / "val")
-    sample = support.dataset_sample(dataset, 3)
-    frame = support.resize_sample(sample, 800, 1333)
+    dataset = inputs.open_dataset(app_data / "synthetic" / "annotations" / "instances_val.json",
+                                  app_data / "synthetic" / "val")
+    sample = inputs.dataset_sample(dataset, 3)
+    frame = inputs.resize_sample(sample, 800, 1333)
     assert frame.image.shape[-2:] == (800, 800)
-    loaded = support.load_detector(demo_run)
-    dense = support.predict_dense(loaded, sample.image, 800)  # once per image: cached by the app
+    loaded = inference.load_detector(demo_run)
+    dense = inference.predict_dense(loaded, sample.image, 800)  # once per image: cached by the app
     timings = {}
     start = time.perf_counter()
     assignment = assign_image((800, 800), frame.boxes, frame.labels, level_setup(), center_sampling_radius=1.5)
     assignment_figure(frame.image, assignment, None, sample.class_names).to_json()
     timings["assignments"] = time.perf_counter() - start
     start = time.perf_counter()
-    detections = support.detections_from(dense, score_thresh=0.05, nms_thresh=0.6)
-    support.detections_figure(sample.image, detections, loaded.class_names, gt_boxes=sample.boxes).to_json()
+    detections = inference.detections_from(dense, score_thresh=0.05, nms_thresh=0.6)
+    inference.detections_figure(sample.image, detections, loaded.class_names, gt_boxes=sample.boxes).to_json()
     timings["detections"] = time.perf_counter() - start
     print("interaction seconds on an 800-pixel image:", json.dumps({k: round(v, 3) for k, v in timings.items()}))
     assert max(timings.values()) < 2.0, timings

@@ -1,0 +1,146 @@
+"""Qualitative results: one image or one detection at a time (Section 4.1.1, Figures 3 and 8).
+
+- :func:`detections_from_ambiguous_locations`: the share of detections made at ambiguous locations
+  (Section 4.1.1's text beside Table 2), and :func:`fiftyone_errors`, FiftyOne's view of those errors.
+- :func:`figure3_data`: center-ness targets and predictions on one validation image (Figure 3).
+- :func:`figure8_folder` and :func:`detect_images`: detections on image files (Figure 8).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from fcos_lab.analysis.scales import ScaleSettings
+from fcos_lab.config import Config
+
+
+def detections_from_ambiguous_locations(ann_file: str | Path, detections: Sequence[dict[str, Any]], config: Config,
+                                        *, min_score: float = 0.0) -> dict[str, Any]:
+    """The share of detections made at ambiguous locations (Section 4.1.1: 2.3 %, 1.5 % for different classes).
+
+    A detection's location is looked up in the training assignment of its image's ground truth
+    (:func:`fcos_lab.analysis.ambiguous_locations.assignment_attributes`, which runs
+    :func:`fcos_lab.targets.assign`): it is ambiguous when the location is a candidate of more than one
+    box after the size ranges, "diff. class" when those boxes do not all share a class.
+
+    Args:
+        ann_file: the ground truth the detections were made on.
+        detections: COCO records with ``level`` and ``location`` (as :func:`fcos_lab.predict.predict_dataset` writes).
+        config: the config the detections were made with (input size, strides, size ranges).
+        min_score: count only detections with at least this score.
+
+    Returns:
+        ``detections`` (counted), ``ambiguous``, ``ambiguous_diff_class`` (counts),
+        ``detections_ambiguous``, ``detections_ambiguous_diff_class`` (percent; None without detections)
+        and ``unplaced`` (detections whose location is not on the grid).
+    """
+    from fcos_lab.analysis.ambiguous_locations import assignment_attributes
+    from fcos_lab.data.coco_annotations import load_coco_annotations
+
+    _, attributes = assignment_attributes(load_coco_annotations(ann_file), list(detections), config)
+    counted = [a for d, a in zip(detections, attributes) if d["score"] >= min_score and a["ambiguous"] is not None]
+    ambiguous = sum(bool(a["ambiguous"]) for a in counted)
+    different = sum(bool(a["ambiguous_diff_class"]) for a in counted)
+    share = (lambda n: 100.0 * n / len(counted) if counted else None)
+    return {"detections": len(counted), "ambiguous": ambiguous, "ambiguous_diff_class": different,
+            "detections_ambiguous": share(ambiguous), "detections_ambiguous_diff_class": share(different),
+            "unplaced": sum(a["ambiguous"] is None for a in attributes), "min_score": min_score}
+
+
+def fiftyone_errors(ann_file: str | Path, images_dir: str | Path, detections: Sequence[dict[str, Any]], config: Config,
+                    *, name: str = "fcos-lab-02") -> dict[str, Any]:
+    """FiftyOne's view of the errors at ambiguous locations, or why it could not be built.
+
+    Never raises: FiftyOne missing, or its database failing to start, is reported in ``reason``.
+
+    Returns:
+        ``available`` (bool), ``reason`` (None or why not), and when available ``summary`` (text),
+        ``share`` (:func:`fcos_lab.integrations.fiftyone_views.ambiguous_share`), ``errors_per_level``,
+        ``views`` (saved view name -> number of images) and ``dataset`` (the FiftyOne dataset).
+    """
+    try:
+        import fiftyone as fo
+
+        from fcos_lab.integrations.fiftyone import build_dataset
+        from fcos_lab.integrations.fiftyone_views import ambiguous_share, errors_per_level, summary
+
+        fo.config.show_progress_bars = False  # a notebook keeps every redraw of a progress bar as output
+        dataset = build_dataset(ann_file, images_dir, list(detections), name=name, config=config, persistent=False)
+        views = {v: len(dataset.load_saved_view(v)) for v in dataset.list_saved_views()}
+        return {"available": True, "reason": None, "summary": summary(dataset), "share": ambiguous_share(dataset),
+                "errors_per_level": errors_per_level(dataset), "views": views, "dataset": dataset}
+    except Exception as error:  # noqa: BLE001 - import errors, database start-up, server errors: all mean "skip"
+        reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+        return {"available": False, "reason": reason[:500]}
+
+
+# ----------------------------------------------------------------------------------------------
+# Figures 3 and 8: one image at a time
+
+
+def figure3_data(checkpoint: str | Path, val_ann: str | Path, val_images: str | Path, image_index: int = 0) -> dict[str, Any]:
+    """Center-ness on one validation image (Figure 3): the Eq. (3) targets and the trained model's prediction.
+
+    Returns:
+        ``image`` (``[3, h, w]`` in the model's input frame), ``image_id``, ``assignment``
+        (:class:`~fcos_lab.viz.assignments.ImageAssignment`), ``target_grids`` and ``predicted_grids``
+        (``[H_l, W_l]`` per level; targets NaN on background, predictions NaN in the padding),
+        ``strides``, ``names`` (P3...).
+    """
+    from fcos_lab.viz.assignments import assign_image, level_setup
+    from fcos_lab.viz.heatmaps import prediction_maps, target_centerness_grids
+    from fcos_lab.viz.inference import load_detector, predict_dense
+    from fcos_lab.viz.inputs import dataset_sample, open_dataset, resize_sample
+
+    loaded = load_detector(checkpoint)
+    config = loaded.config
+    dataset = open_dataset(val_ann, val_images)
+    image_id = dataset.image_ids[image_index % len(dataset.image_ids)]
+    sample = dataset_sample(dataset, image_id)
+    resized = resize_sample(sample, config.input.min_size, config.input.max_size)
+    setup = level_setup(config.model.strides, config.assign.size_ranges)
+    a = config.assign
+    assignment = assign_image(tuple(resized.image.shape[-2:]), resized.boxes, resized.labels, setup, crowd=resized.crowd,
+                              center_sampling_radius=a.center_sampling_radius, size_range_inclusive=a.size_range_inclusive,
+                              location_offset=a.location_offset, size_divisible=config.input.size_divisible)
+    dense = predict_dense(loaded, sample.image)
+    output = dense.output
+    shapes = output.locations.shapes
+    predicted = [
+        prediction_maps(output.cls_logits[0], None if output.centerness_logits is None else output.centerness_logits[0],
+                        shapes, level, stride=stride, image_size=tuple(dense.batch.image_sizes[0]),
+                        offset=a.location_offset)["center-ness"]
+        for level, stride in enumerate(config.model.strides)
+    ]
+    return {"image": resized.image, "image_id": image_id, "assignment": assignment,
+            "target_grids": target_centerness_grids(assignment), "predicted_grids": predicted,
+            "strides": tuple(config.model.strides), "names": setup.names, "class_names": loaded.class_names}
+
+
+def figure8_folder(settings: ScaleSettings, image_dir: str | Path | None, fallback: str | Path) -> Path:
+    """The images of Figure 8: ``image_dir``, else the real val2017 images under ``data_root``, else ``fallback``."""
+    if image_dir:
+        return Path(image_dir)
+    real = Path(settings.data_root) / "coco" / "images" / "val2017" if settings.data_root else None
+    return real if real is not None and real.is_dir() else Path(fallback)
+
+
+def detect_images(checkpoint: str | Path, image_paths: Sequence[str | Path], *, device: str = "auto") -> dict[str, Any]:
+    """Detections of a checkpoint on image files (Figure 8), boxes in each image's own pixels.
+
+    Returns:
+        ``images`` (``[3, H, W]`` tensors), ``detections`` (one :class:`~fcos_lab.postprocess.Detections` per
+        image, on the CPU), ``names`` (file names), ``class_names``, ``config``.
+    """
+    from fcos_lab.data.coco import load_image
+    from fcos_lab.predict import detect
+    from fcos_lab.train import resolve_device
+    from fcos_lab.viz.inference import load_detector
+
+    loaded = load_detector(checkpoint)
+    model = loaded.model.to(resolve_device(device))
+    images = [load_image(path) for path in image_paths]
+    detections = [detect(model, loaded.config, [image])[0].to("cpu") for image in images]
+    return {"images": images, "detections": detections, "names": [Path(p).name for p in image_paths],
+            "class_names": loaded.class_names, "config": loaded.config}

@@ -23,6 +23,8 @@ class FrozenBatchNorm2d(misc.FrozenBatchNorm2d):
 
     torchvision's version computes ``x * scale + shift`` as two element-wise passes; ``F.batch_norm`` in
     evaluation mode is one pass (and the same kernel torchvision's FCOS uses with BatchNorm2d in eval).
+    Inside :class:`ResNetBody` this forward is not reached: :func:`conv_norm` folds the layer into the
+    preceding convolution instead.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -129,7 +131,7 @@ class ResNetBody(nn.Module):
 
     def __init__(self, resnet: models.ResNet) -> None:
         super().__init__()
-        self.conv1, self.bn1, self.relu, self.maxpool = resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool
+        self.conv1, self.bn1, self.maxpool = resnet.conv1, resnet.bn1, resnet.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4
         self.out_channels = stage_channels(resnet)
 

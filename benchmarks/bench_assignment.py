@@ -59,13 +59,15 @@ def timed_round_robin(
     functions: dict[str, Callable[[], object]], device: torch.device, warmup: int, reps: int
 ) -> dict[str, list[float]]:
     """Wall-clock seconds of ``reps`` calls of each function, taken in turns (one call of each per round)
-    so that a busy machine slows all of them alike; CUDA is synchronised around each call."""
+    so that a busy machine slows all of them alike; CUDA is synchronised around each call. The order
+    within a round alternates, so that neither function always runs right after the other."""
     for fn in functions.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {name: [] for name in functions}
-    for _ in range(reps):
-        for name, fn in functions.items():
+    order = list(functions.items())
+    for round_index in range(reps):
+        for name, fn in order if round_index % 2 == 0 else order[::-1]:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             start = time.perf_counter()

@@ -6,12 +6,14 @@ torchvision's model is put in the state a torchvision user trains from pretraine
 frozen (eval mode) and the stem and first stage without gradients, which is what the
 ``fcos_r50_fpn_torchvision`` preset does (Detectron's FREEZE_AT=2, the paper's setting).
 
-    python -m benchmarks.bench_vs_torchvision [--device cpu|cuda] [--quick] [--threads N]
+    python -m benchmarks.bench_vs_torchvision [--device cpu|cuda] [--amp] [--quick] [--threads N]
+        [--reps N] [--only assignment,train,infer,postprocess,eval] [--nchw] [--torchvision-channels-last]
 
 Writes ``benchmarks/results.md`` (one section per device and flag combination). Rows: target assignment; one training
 step (forward, assignment, loss, backward, SGD step) at batch 2 and 8; inference end to end (preprocess,
 forward, post-processing) at batch 1 and 8; post-processing alone; COCO evaluation of the same
-detections with pycocotools and faster-coco-eval (identical AP required).
+detections with pycocotools and faster-coco-eval (identical AP required). Each row also gives the lowest
+and highest ratio of one round's two timings, so a reader sees how steady the machine was.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from fcos_lab.targets import pad_ground_truth
 from fcos_lab.train import compute_loss
 
 RESULTS = Path(__file__).with_name("results.md")
+SECTIONS = ("assignment", "train", "infer", "postprocess", "eval")
 
 
 def build_models(device: torch.device, min_size: int = 800, max_size: int = 1333):
@@ -86,8 +89,11 @@ def median_ms(values: list[float]) -> float:
 
 
 def row(name: str, tv_s: list[float], ours_s: list[float]) -> str:
+    """A table row: both medians, their ratio, and the lowest and highest ratio within one round."""
     tv_ms, ours_ms = median_ms(tv_s), median_ms(ours_s)
-    return f"| {name} | {tv_ms:.1f} | {ours_ms:.1f} | **{tv_ms / ours_ms:.2f}x** |"
+    per_round = [t / o for t, o in zip(tv_s, ours_s)]
+    return (f"| {name} | {tv_ms:.1f} | {ours_ms:.1f} | **{tv_ms / ours_ms:.2f}x** | "
+            f"{min(per_round):.2f}-{max(per_round):.2f}x ({len(per_round)}) |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--quick", action="store_true", help="smaller images, fewer repetitions")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=None,
+                        help="timed rounds per row (default 5, 3 with --quick; twice that minus one for the "
+                             "cheaper batch-2 training and batch-1 inference rows)")
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated rows to run, of {', '.join(SECTIONS)} (default: all)")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA for both models")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--nchw", action="store_true",
@@ -102,10 +113,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--torchvision-channels-last", action="store_true",
                         help="put torchvision's model in NHWC too (not its default), to isolate the layout's share")
     args = parser.parse_args(argv)
+    only = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(only) - set(SECTIONS))
+    if unknown or not only:
+        parser.error(f"--only: unknown rows {unknown}; choose from {', '.join(SECTIONS)}")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     size = (384, 576) if args.quick else (800, 1216)
-    reps, warmup = (3, 1) if args.quick else (5, 1)
+    reps, warmup = (args.reps or (3 if args.quick else 5)), 1
+    if reps < 1:
+        parser.error("--reps must be at least 1")
+    cheap_reps = 2 * reps - 1  # batch-2 training and batch-1 inference: a steadier median for little time
     tv, ours, config = build_models(device, *((384, 576) if args.quick else (800, 1333)))
     if args.nchw:
         ours = ours.to(memory_format=torch.contiguous_format)
@@ -114,119 +132,133 @@ def main(argv: list[str] | None = None) -> int:
         tv = tv.to(memory_format=torch.channels_last)
     lines: list[str] = []
     checks: list[str] = []
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp and device.type == "cuda")
 
     def images_of(count: int, seed: int) -> list[torch.Tensor]:
         generator = torch.Generator().manual_seed(seed)
         return [torch.rand(3, *size, generator=generator).to(device) for _ in range(count)]
 
     # 1. Assignment: batch 8, 50 boxes per image.
-    targets = [{k: v.to(device) for k, v in t.items()} for t in random_targets(8, 50, size, 0)]
-    with torch.no_grad():
-        batch = preprocess(images_of(8, 1), config.input.min_size, config.input.max_size)
-        features = [f.shape[-2:] for f in ours.fpn(ours.backbone(batch.tensors.to(device)))]
-    locations = make_locations(tuple(tuple(f) for f in features), ours.strides, "zero",
-                               tuple(batch.tensors.shape[-2:]), device)
-    gt = pad_ground_truth([t["boxes"] for t in targets], [t["labels"] for t in targets])
-    anchors = [torch.cat([locations.points - locations.strides[:, None] / 2,
-                          locations.points + locations.strides[:, None] / 2], 1)] * 8
-    num_per_level = list(locations.num_per_level)
-    tv_loss_backup = tv.head.compute_loss
-    tv.head.compute_loss = lambda *a, **k: {}
-    try:
-        times = timed_round_robin({
-            "tv": lambda: tv.compute_loss(targets, {}, anchors, num_per_level),
-            "ours": lambda: assign_with("fcos_r50_fpn_torchvision", locations, gt),
-        }, device, warmup, reps * 3)
-    finally:
-        tv.head.compute_loss = tv_loss_backup
-    lines.append(row("target assignment, batch 8, 50 boxes/image", times["tv"], times["ours"]))
+    if "assignment" in only:
+        targets = [{k: v.to(device) for k, v in t.items()} for t in random_targets(8, 50, size, 0)]
+        with torch.no_grad():
+            batch = preprocess(images_of(8, 1), config.input.min_size, config.input.max_size)
+            features = [f.shape[-2:] for f in ours.fpn(ours.backbone(batch.tensors.to(device)))]
+        locations = make_locations(tuple(tuple(f) for f in features), ours.strides, "zero",
+                                   tuple(batch.tensors.shape[-2:]), device)
+        gt = pad_ground_truth([t["boxes"] for t in targets], [t["labels"] for t in targets])
+        anchors = [torch.cat([locations.points - locations.strides[:, None] / 2,
+                              locations.points + locations.strides[:, None] / 2], 1)] * 8
+        num_per_level = list(locations.num_per_level)
+        tv_loss_backup = tv.head.compute_loss
+        tv.head.compute_loss = lambda *a, **k: {}
+        try:
+            times = timed_round_robin({
+                "tv": lambda: tv.compute_loss(targets, {}, anchors, num_per_level),
+                "ours": lambda: assign_with("fcos_r50_fpn_torchvision", locations, gt),
+            }, device, warmup, reps * 3)
+        finally:
+            tv.head.compute_loss = tv_loss_backup
+        lines.append(row("target assignment, batch 8, 50 boxes/image", times["tv"], times["ours"]))
 
     # 2. Training step, batch 2 and 8.
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp and device.type == "cuda")
-    for batch_size in (2, 8):
-        images = images_of(batch_size, 2)
-        step_targets = [{k: v.to(device) for k, v in t.items()} for t in random_targets(batch_size, 20, size, 3)]
-        # lr 0: the full optimizer work, but weights stay equal for the detection check below.
-        tv_opt = torch.optim.SGD([p for p in tv.parameters() if p.requires_grad], lr=0.0, momentum=0.9)
-        our_opt = torch.optim.SGD([p for p in ours.parameters() if p.requires_grad], lr=0.0, momentum=0.9)
+    if "train" in only:
+        for batch_size in (2, 8):
+            images = images_of(batch_size, 2)
+            step_targets = [{k: v.to(device) for k, v in t.items()} for t in random_targets(batch_size, 20, size, 3)]
+            # lr 0: the full optimizer work, but weights stay equal for the detection check below.
+            tv_opt = torch.optim.SGD([p for p in tv.parameters() if p.requires_grad], lr=0.0, momentum=0.9)
+            our_opt = torch.optim.SGD([p for p in ours.parameters() if p.requires_grad], lr=0.0, momentum=0.9)
 
-        def tv_step():
-            tv.train()
-            freeze_bn(tv)
-            with amp:
-                losses = tv(images, [dict(t) for t in step_targets])
-            loss = sum(losses.values())
-            tv_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            tv_opt.step()
+            def tv_step():
+                tv.train()
+                freeze_bn(tv)
+                with amp:
+                    losses = tv(images, [dict(t) for t in step_targets])
+                loss = sum(losses.values())
+                tv_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                tv_opt.step()
 
-        def our_step():
-            ours.train()
-            b = preprocess(images, config.input.min_size, config.input.max_size)
-            boxes = [resize_boxes(t["boxes"], o, s) for t, o, s in zip(step_targets, b.original_sizes, b.image_sizes)]
-            g = pad_ground_truth(boxes, [t["labels"] for t in step_targets])
-            with amp:
-                output = ours(b.tensors)
-            loss = compute_loss(output, g, config)["loss"]
-            our_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            our_opt.step()
+            def our_step():
+                ours.train()
+                b = preprocess(images, config.input.min_size, config.input.max_size)
+                boxes = [resize_boxes(t["boxes"], o, s) for t, o, s in zip(step_targets, b.original_sizes, b.image_sizes)]
+                g = pad_ground_truth(boxes, [t["labels"] for t in step_targets])
+                with amp:
+                    output = ours(b.tensors)
+                loss = compute_loss(output, g, config)["loss"]
+                our_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                our_opt.step()
 
-        peak = {}
-        if device.type == "cuda":
-            for name, fn in (("tv", tv_step), ("ours", our_step)):
-                torch.cuda.reset_peak_memory_stats(device)
-                fn()
-                peak[name] = torch.cuda.max_memory_allocated(device) / 2**30
-        times = timed_round_robin({"tv": tv_step, "ours": our_step}, device, warmup, reps)
-        suffix = f" (peak GiB: torchvision {peak['tv']:.2f}, fcos_lab {peak['ours']:.2f})" if peak else ""
-        lines.append(row(f"training step, batch {batch_size}{suffix}", times["tv"], times["ours"]))
-    tv.eval()
-    ours.eval()
+            peak = {}
+            if device.type == "cuda":
+                for name, fn in (("tv", tv_step), ("ours", our_step)):
+                    torch.cuda.reset_peak_memory_stats(device)
+                    fn()
+                    peak[name] = torch.cuda.max_memory_allocated(device) / 2**30
+            rounds = cheap_reps if batch_size == 2 else reps
+            times = timed_round_robin({"tv": tv_step, "ours": our_step}, device, warmup, rounds)
+            suffix = f" (peak GiB: torchvision {peak['tv']:.2f}, fcos_lab {peak['ours']:.2f})" if peak else ""
+            lines.append(row(f"training step, batch {batch_size}{suffix}", times["tv"], times["ours"]))
 
     # 3. Inference end to end, batch 1 and 8; and detections must agree.
-    for batch_size in (1, 8):
-        images = images_of(batch_size, 4)
+    tv.eval()
+    ours.eval()
+    if "infer" in only:
+        for batch_size in (1, 8):
+            images = images_of(batch_size, 4)
 
-        @torch.no_grad()
-        def tv_infer():
-            with amp:
-                return tv(images)
+            @torch.no_grad()
+            def tv_infer():
+                with amp:
+                    return tv(images)
 
-        def our_infer():
-            with amp:
-                return detect(ours, config, images)
+            def our_infer():
+                with amp:
+                    return detect(ours, config, images)
 
-        expected, got = tv_infer(), our_infer()
-        same = all(same_detections(e, d) for e, d in zip(expected, got))
-        checks.append(f"inference batch {batch_size}: detections identical to torchvision: {same} "
-                      f"({sum(len(d.scores) for d in got)} detections)")
-        times = timed_round_robin({"tv": tv_infer, "ours": our_infer}, device, warmup, reps)
-        lines.append(row(f"inference end to end, batch {batch_size}", times["tv"], times["ours"]))
+            expected, got = tv_infer(), our_infer()
+            same = all(same_detections(e, d) for e, d in zip(expected, got))
+            checks.append(f"inference batch {batch_size}: detections identical to torchvision: {same} "
+                          f"({sum(len(d.scores) for d in got)} detections)")
+            rounds = cheap_reps if batch_size == 1 else reps
+            times = timed_round_robin({"tv": tv_infer, "ours": our_infer}, device, warmup, rounds)
+            lines.append(row(f"inference end to end, batch {batch_size}", times["tv"], times["ours"]))
 
     # 4. Post-processing alone, batch 8, on the same head outputs.
-    images = images_of(8, 5)
-    with torch.no_grad():
-        image_list, _ = tv.transform(images)
-        feats = list(tv.backbone(image_list.tensors).values())
-        head_outputs = tv.head(feats)
-        tv_anchors = tv.anchor_generator(image_list, feats)
-        counts = [f.size(2) * f.size(3) for f in feats]
-        split = {k: list(v.split(counts, dim=1)) for k, v in head_outputs.items()}
-        batch = preprocess(images, config.input.min_size, config.input.max_size)
-        output = ours(batch.tensors.to(device))
-    times = timed_round_robin({
-        "tv": lambda: tv.postprocess_detections(split, [list(a.split(counts)) for a in tv_anchors], image_list.image_sizes),
-        "ours": lambda: postprocess_output(output, batch, config),
-    }, device, warmup, reps * 3)
-    lines.append(row("post-processing alone, batch 8", times["tv"], times["ours"]))
+    if "postprocess" in only:
+        images = images_of(8, 5)
+        with torch.no_grad():
+            image_list, _ = tv.transform(images)
+            feats = list(tv.backbone(image_list.tensors).values())
+            head_outputs = tv.head(feats)
+            tv_anchors = tv.anchor_generator(image_list, feats)
+            counts = [f.size(2) * f.size(3) for f in feats]
+            split = {k: list(v.split(counts, dim=1)) for k, v in head_outputs.items()}
+            batch = preprocess(images, config.input.min_size, config.input.max_size)
+            output = ours(batch.tensors.to(device))
+        times = timed_round_robin({
+            "tv": lambda: tv.postprocess_detections(split, [list(a.split(counts)) for a in tv_anchors], image_list.image_sizes),
+            "ours": lambda: postprocess_output(output, batch, config),
+        }, device, warmup, reps * 3)
+        lines.append(row("post-processing alone, batch 8", times["tv"], times["ours"]))
 
     # 5. COCO evaluation of the same detections: pycocotools vs faster-coco-eval.
-    lines.append(evaluation_row(checks, reps))
+    if "eval" in only:
+        lines.append(evaluation_row(checks, reps))
 
-    variant = args.device + "".join(f" {flag}" for flag, on in (
-        ("amp", args.amp), ("quick", args.quick), ("nchw", args.nchw),
-        ("torchvision-channels-last", args.torchvision_channels_last)) if on)
+    flags = [flag for flag, on in (("amp", args.amp), ("quick", args.quick), ("nchw", args.nchw),
+                                   ("torchvision-channels-last", args.torchvision_channels_last)) if on]
+    if args.reps:
+        flags.append(f"reps {reps}")
+    if len(only) < len(SECTIONS):
+        flags.append(f"only {','.join(only)}")
+    variant = " ".join([args.device, *flags])
+    command = " ".join(["python -m benchmarks.bench_vs_torchvision", f"--device {args.device}",
+                        *[f"--{flag}" for flag in flags],  # each flag is its option's name, with its value
+                        f"--threads {args.threads}"])
     header = [
         f"<!-- device:{variant} -->",
         f"## {variant}",
@@ -236,16 +268,16 @@ def main(argv: list[str] | None = None) -> int:
         f"- torch {torch.__version__}, torchvision {torchvision.__version__}"
         + (f", GPU {torch.cuda.get_device_name(0)}" if device.type == "cuda" else ""),
         f"- Inputs: random images of {size[0]}x{size[1]} (both models resize to shorter side {config.input.min_size}, "
-        f"longer at most {config.input.max_size}); {reps} repetitions after {warmup} warm-up, interleaved",
-        f"- Command: `python -m benchmarks.bench_vs_torchvision --device {args.device}"
-        f"{' --quick' if args.quick else ''}{' --amp' if args.amp else ''}{' --nchw' if args.nchw else ''}{' --torchvision-channels-last' if args.torchvision_channels_last else ''} --threads {args.threads}`",
+        f"longer at most {config.input.max_size}); {reps} timed rounds after {warmup} warm-up ({cheap_reps} for "
+        f"training at batch 2 and inference at batch 1), the two libraries in turns, the order alternating by round",
+        f"- Command: `{command}`",
         f"- Memory format: fcos_lab {'NCHW' if args.nchw else 'NHWC (channels_last, its default)'}, torchvision "
         f"{'NHWC (channels_last, set by --torchvision-channels-last)' if args.torchvision_channels_last else 'NCHW (its default)'}",
         f"- Run at: {datetime.datetime.now().isoformat(timespec='seconds')}",
         *[f"- Check: {c}" for c in checks],
         "",
-        "| what | torchvision ms (median) | fcos_lab ms (median) | speed-up |",
-        "|---|---:|---:|---:|",
+        "| what | torchvision ms (median) | fcos_lab ms (median) | speed-up | per-round range (rounds) |",
+        "|---|---:|---:|---:|---:|",
     ]
     section = "\n".join(header + lines) + f"\n<!-- /device:{variant} -->\n"
     print(section)

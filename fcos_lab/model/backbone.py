@@ -174,4 +174,5 @@ def residual_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     else:
         out = conv_norm(block.conv2, block.bn2, out)
     identity = x if block.downsample is None else conv_norm(block.downsample[0], block.downsample[1], x)
-    return F.relu(out + identity, inplace=True)
+    out += identity  # in place, as torchvision does: a convolution's backward does not need its output
+    return F.relu(out, inplace=True)

@@ -42,8 +42,8 @@ class FPN(nn.Module):
         outputs = [self.output[-1](inner)]
         for idx in range(len(features) - 2, -1, -1):
             lateral = self.lateral[idx](features[idx])
-            top_down = F.interpolate(inner, size=lateral.shape[-2:], mode="nearest")
-            inner = lateral + top_down
+            lateral += F.interpolate(inner, size=lateral.shape[-2:], mode="nearest")  # a fresh conv output
+            inner = lateral
             outputs.insert(0, self.output[idx](inner))
         p6 = self.p6(outputs[-1] if self.p6p7_from == "p5" else features[-1])
         p7 = self.p7(F.relu(p6))

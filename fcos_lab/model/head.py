@@ -28,7 +28,7 @@ def _tower(channels: int, num_convs: int, norm: str) -> nn.Sequential:
         layers.append(nn.Conv2d(channels, channels, 3, padding=1))
         if norm == "gn":
             layers.append(nn.GroupNorm(32, channels))
-        layers.append(nn.ReLU())
+        layers.append(nn.ReLU(inplace=True))  # neither GroupNorm's nor the conv's backward needs its output
     return nn.Sequential(*layers)
 
 

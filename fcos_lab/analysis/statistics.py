@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from fcos_lab.analysis.anchors import LOW_QUALITY_CHOICES, anchor_recall, candidate_anchors, generate_anchors
+from fcos_lab.analysis.recall_ambiguity import tally_assignment
 from fcos_lab.data.coco_annotations import load_coco_annotations
 from fcos_lab.data.transforms import resize_scale
 from fcos_lab.errors import ConfigError, DataError, FcosLabError
@@ -233,11 +234,11 @@ class _FcosRow:
         locations = make_locations(shapes, self.strides, offset=self.location_offset)
         result = assign(locations, gt, self.size_ranges, size_range_inclusive=self.inclusive,
                         center_sampling_radius=self.radius)
-
+        tally = tally_assignment(result, locations, gt)  # positive locations, ambiguous samples
+        for key, value in tally.counts().items():
+            self.counts[key] += value
         # Recall: a box is recalled when some location regresses it after the minimal-area rule.
-        image_index, point_index = result.positive.nonzero(as_tuple=True)
-        matched = result.matched_gt[image_index, point_index]
-        level = locations.level_index[point_index]
+        image_index, matched, level = tally.image_index, tally.matched_gt, tally.level_index
         hit_index = annotation_index[image_index, matched]
         self.recalled[hit_index] = True
         self.boxes_per_level[hit_index, level] = True
@@ -249,23 +250,6 @@ class _FcosRow:
         missed_index = annotation_index[missed_image, missed_box]
         self.has_inside[missed_index[result.inside_box[missed_image, :, missed_box].any(dim=1)]] = True
         self.has_candidate[missed_index[result.candidates[missed_image, :, missed_box].any(dim=1)]] = True
-
-        # Ambiguous samples: locations that fall into more than one box after the size ranges.
-        num_candidates = result.num_candidates
-        ambiguous = num_candidates > 1
-        amb_image, amb_point = ambiguous.nonzero(as_tuple=True)
-        candidates = result.candidates[amb_image, amb_point]  # [K, M]
-        labels = gt.labels[amb_image]
-        lowest = torch.where(candidates, labels, torch.iinfo(labels.dtype).max).amin(dim=1)
-        highest = torch.where(candidates, labels, -1).amax(dim=1)
-        diff_class = lowest != highest
-        self.counts["positive_locations"] += int(len(image_index))
-        self.counts["ambiguous_locations"] += int(len(amb_image))
-        self.counts["ambiguous_diff_class_locations"] += int(diff_class.sum())
-        amb_candidates = num_candidates[amb_image, amb_point]
-        self.counts["positive_pairs"] += int(num_candidates.sum())
-        self.counts["ambiguous_pairs"] += int(amb_candidates.sum())
-        self.counts["ambiguous_diff_class_pairs"] += int(amb_candidates[diff_class].sum())
         self.seconds += time.perf_counter() - start
 
 

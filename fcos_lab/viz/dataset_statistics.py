@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fcos_lab.analysis.recall_ambiguity import tally_assignment
 from fcos_lab.data.coco_annotations import load_coco_annotations
 from fcos_lab.data.transforms import resize_scale
 from fcos_lab.points import make_locations
@@ -168,21 +169,14 @@ def recall_and_ambiguity(
             gt = GroundTruth(data.boxes[chunk, :m], data.labels[chunk, :m], valid, torch.zeros_like(valid))
             result = assign(locations, gt, setup.size_ranges, size_range_inclusive=size_range_inclusive,
                             center_sampling_radius=center_sampling_radius)
-            image, point = result.positive.nonzero(as_tuple=True)
-            matched = result.matched_gt[image, point]
-            level = locations.level_index[point]
-            recalled[chunk[image], matched] = True
-            per_level_boxes[chunk[image], matched, level] = True
+            tally = tally_assignment(result, locations, gt)
+            image, matched, level = chunk[tally.image_index], tally.matched_gt, tally.level_index
+            recalled[image, matched] = True
+            per_level_boxes[image, matched, level] = True
             positives_per_level += torch.bincount(level, minlength=num_levels)
-            ambiguous = result.num_candidates > 1
-            amb_image, amb_point = ambiguous.nonzero(as_tuple=True)
-            candidates = result.candidates[amb_image, amb_point]
-            labels = gt.labels[amb_image]
-            lowest = torch.where(candidates, labels, torch.iinfo(labels.dtype).max).amin(dim=1)
-            highest = torch.where(candidates, labels, -1).amax(dim=1)
-            counts["positive_locations"] += len(image)
-            counts["ambiguous_locations"] += len(amb_image)
-            counts["ambiguous_diff_class_locations"] += int((lowest != highest).sum())
+            counts["positive_locations"] += tally.positive_locations
+            counts["ambiguous_locations"] += tally.ambiguous_locations
+            counts["ambiguous_diff_class_locations"] += tally.ambiguous_diff_class_locations
     num_boxes = int(data.valid.sum())
     num_recalled = int((recalled & data.valid).sum())
 

@@ -13,7 +13,7 @@ from typing import Iterator, NamedTuple
 import streamlit as st
 import torch
 
-from fcos_lab.config import PRESETS
+from fcos_lab.presets import PRESETS
 from fcos_lab.errors import FcosLabError
 from fcos_lab.viz import dataset_statistics, inference, inputs
 

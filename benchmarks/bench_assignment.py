@@ -33,7 +33,7 @@ import torch
 import torchvision
 from torchvision.models.detection.image_list import ImageList
 
-from fcos_lab.config import get_preset
+from fcos_lab.presets import get_preset
 from fcos_lab.points import feature_shapes, make_locations
 from fcos_lab.targets import Assignment, GroundTruth, assign, pad_ground_truth
 

@@ -102,9 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load_model(checkpoint: str, overrides: list[str], device: str):
     from fcos_lab.checkpoint import load_checkpoint, load_model_weights
-    from fcos_lab.config import resolve
+    from fcos_lab.distributed import resolve_device
     from fcos_lab.model.detector import build_model
-    from fcos_lab.train import resolve_device
+    from fcos_lab.presets import resolve
 
     payload = load_checkpoint(checkpoint)
     config = resolve(payload["config"], overrides)
@@ -128,7 +128,7 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from fcos_lab.config import resolve
+    from fcos_lab.presets import resolve
     from fcos_lab.train import train
 
     extra = [f"data.{key}={value}" for key, value in (
@@ -208,7 +208,7 @@ def _cmd_fiftyone(args) -> int:
 
 
 def _cmd_presets(args) -> int:
-    from fcos_lab.config import PRESETS
+    from fcos_lab.presets import PRESETS
 
     for name, config in PRESETS.items():
         m, a, l, p = config.model, config.assign, config.loss, config.postprocess

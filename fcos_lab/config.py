@@ -1,9 +1,10 @@
-"""Configuration: one frozen dataclass field per switch of the paper, presets named after its rows.
+"""Configuration: one frozen dataclass field per switch of the paper, validated dotted overrides.
 
-Presets are a plain dict keyed by the paper's names and derived one level deep with
-:func:`dataclasses.replace`. :func:`resolve` applies validated dotted overrides
-(``model.backbone=resnet101``, ``train.max_iters=200``): an unknown key or a wrong type fails with a
-message that lists the valid choices.
+:func:`apply_overrides` applies dotted overrides (``model.backbone=resnet101``, ``train.max_iters=200``):
+an unknown key or a wrong type fails with a message that lists the valid choices. :func:`validate` holds
+the cross-field checks and :func:`config_from_dict` reads a saved config back. The presets named after
+the paper's rows, and :func:`fcos_lab.presets.resolve` (a preset plus overrides), are in
+:mod:`fcos_lab.presets`.
 
 Sections cited: 3.1 (locations, Eq. 1, Eq. 2), 3.2 (FPN, size ranges, exp(s_i x)), 3.3 (center-ness,
 Eq. 3), 4 (training details), Table 3 (improvements), Table 5 (backbones), Table 8 (ablations).
@@ -176,151 +177,6 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serializable: {value!r}")
 
 
-def _derive(base: Config, name: str, **sections: dict[str, Any]) -> Config:
-    """A preset one level below ``base``: ``sections`` maps a section name to the fields it changes."""
-    changes = {key: replace(getattr(base, key), **values) for key, values in sections.items()}
-    return replace(base, name=name, **changes)
-
-
-# Table 3, row "FCOS C5 / no GN / .50": the RetinaNet settings (P6/P7 from C5, no GN, NMS 0.5, clipping).
-_FCOS_R50_FPN_1X = Config(name="fcos_r50_fpn_1x")
-_FCOS_R50_C5 = _derive(
-    _FCOS_R50_FPN_1X,
-    "fcos_r50_c5",
-    model={"p6p7_from": "c5", "head_norm": "none"},
-    postprocess={"nms_thresh": 0.5},
-    train={"grad_clip": 35.0},  # Section 4.1.3: "the gradients are clipped" when GN is removed
-)
-# Table 3, "Improvements" (all four): ctr. on reg., center sampling, GIoU, normalization.
-_FCOS_IMPRV = _derive(
-    _FCOS_R50_FPN_1X,
-    "fcos_imprv_r50_fpn_1x",
-    model={"centerness_on": "reg", "box_param": "relu"},
-    assign={"center_sampling_radius": 1.5},
-    loss={"box_loss": "giou", "centerness_weighted_box_loss": True},
-)
-# Section 4.2 / Table 5: multi-scale 640-800 training and the 2x schedule (180K, steps scaled).
-_TABLE5_TRAIN = {"max_iters": 180_000}
-_TABLE5_INPUT = {"train_min_size": (640, 800)}
-
-# torchvision's fcos_resnet50_fpn, bit for bit: locations at x*s with the image-size stride quirk, strict
-# size ranges, center sampling 1.5, GIoU on decoded boxes, ReLU*stride without scales, center-ness on the
-# regression tower, score sqrt(cls*ctr) thresholded at 0.2, no box-loss weighting, 91 COCO classes.
-_FCOS_TORCHVISION = _derive(
-    _FCOS_R50_FPN_1X,
-    "fcos_r50_fpn_torchvision",
-    model={"centerness_on": "reg", "box_param": "relu", "learnable_scale": False, "num_classes": 91},
-    assign={
-        "center_sampling_radius": 1.5,
-        "size_range_inclusive": False,
-        "location_offset": "zero",
-        "stride_from_image": True,
-        "area_tiebreak_float32": True,
-    },
-    loss={"box_loss": "giou"},
-    postprocess={"score_thresh": 0.2, "threshold_on": "combined", "score_sqrt": True},
-)
-
-# The embedded demo: small images, a light backbone, size ranges scaled to 256-pixel images, CPU friendly.
-_FCOS_DEMO = _derive(
-    _FCOS_IMPRV,
-    "fcos_demo_r18",
-    # Deviation from paper: trained from scratch (no ImageNet weights here), so the backbone's BatchNorm
-    # learns and nothing is frozen; a frozen BN with random statistics would be no normalization at all.
-    model={"backbone": "resnet18", "frozen_stages": 0, "backbone_norm": "bn", "num_classes": 5, "fpn_channels": 64},
-    # Deviation from paper: ranges divided by 4 (0,16,32,64,128,inf) because demo images are 128 px, not 800
-    # (P7 then receives only the rare location whose farthest side is over 128 px).
-    assign={"size_ranges": ((0, 16), (16, 32), (32, 64), (64, 128), (128, INF))},
-    input={"min_size": 128, "train_min_size": (112, 144), "max_size": 192},
-    train={
-        "max_iters": 1200,
-        "batch_size": 8,
-        # Deviation from paper: no ImageNet weights here, so a higher lr than 0.005 at batch 8.
-        "base_lr": 0.02,
-        "warmup_iters": 100,
-        "checkpoint_every": 300,
-        "log_every": 10,
-        "num_workers": 1,
-    },
-    data={"synthetic_image_size": 128},
-)
-
-
-# Table 3 row 1 / Table 8 "#A=9": RetinaNet with the same backbone, FPN (P6/P7 from C5) and towers, no GN,
-# NMS 0.5, focal loss and smooth-L1 (beta 0.11) on box deltas, Detectron's IoU matching (0.5 / 0.4, with
-# low-quality matches of IoU >= 0.4).
-_RETINANET = _derive(
-    _FCOS_R50_C5,
-    "retinanet_r50_fpn_1x",
-    model={"detector": "anchor", "centerness_on": "none", "learnable_scale": False},
-    postprocess={"centerness_mode": "none"},
-    train={"grad_clip": 0.0},
-)
-# Table 8 "#A=1": one square anchor per location.
-_RETINANET_1A = _derive(
-    _RETINANET, "retinanet_r50_fpn_1x_1anchor", model={"anchor_scales": (1.0,), "anchor_ratios": (1.0,)}
-)
-# Section 5 / Table 6: FCOS as a class-agnostic region proposal network; proposals as in FPN's RPN
-# (1000 per level before NMS at 0.7, 1000 per image after).
-_PROPOSALS = {"pre_nms_topk": 1000, "max_detections": 1000, "nms_thresh": 0.7, "class_agnostic_nms": True}
-_FCOS_RPN = _derive(
-    _FCOS_R50_FPN_1X, "fcos_rpn_r50_fpn_1x", model={"num_classes": 1}, data={"class_agnostic": True},
-    postprocess=_PROPOSALS,
-)
-# Table 6 "RPN w/ FPN & GN (ReImpl.)": 3 anchors per location (one size per level, ratios 0.5/1/2),
-# IoU 0.7 / 0.3 with all low-quality matches, 256 anchors sampled per image, BCE + smooth-L1 (beta 1/9).
-_RPN = _derive(
-    _FCOS_R50_FPN_1X,
-    "rpn_r50_fpn_gn_1x",
-    # Deviation from paper: FPN's RPN uses P2-P6 with a single 3x3 conv; we keep this project's P3-P7 and a
-    # one-conv GN tower so the backbone and FPN are the ones FCOS uses.
-    model={"detector": "anchor", "num_classes": 1, "centerness_on": "none", "learnable_scale": False,
-           "anchor_scales": (1.0,), "head_num_convs": 1},
-    assign={"anchor_pos_iou": 0.7, "anchor_neg_iou": 0.3, "anchor_low_quality": "all"},
-    loss={"anchor_sample_size": 256, "smooth_l1_beta": 1 / 9},
-    data={"class_agnostic": True},
-    postprocess={**_PROPOSALS, "centerness_mode": "none"},
-)
-
-PRESETS: dict[str, Config] = {
-    c.name: c
-    for c in (
-        _FCOS_R50_C5,
-        _FCOS_R50_FPN_1X,
-        _FCOS_IMPRV,
-        _derive(_FCOS_R50_FPN_1X, "fcos_r101_fpn_2x", model={"backbone": "resnet101"}, input=_TABLE5_INPUT, train=_TABLE5_TRAIN),
-        _derive(
-            _FCOS_R50_FPN_1X, "fcos_x101_32x8d_fpn_2x", model={"backbone": "resnext101_32x8d"}, input=_TABLE5_INPUT, train=_TABLE5_TRAIN
-        ),
-        _derive(
-            _FCOS_R50_FPN_1X, "fcos_x101_64x4d_fpn_2x", model={"backbone": "resnext101_64x4d"}, input=_TABLE5_INPUT, train=_TABLE5_TRAIN
-        ),
-        _derive(
-            _FCOS_IMPRV,
-            "fcos_imprv_x101_64x4d_fpn_2x",
-            model={"backbone": "resnext101_64x4d"},
-            input=_TABLE5_INPUT,
-            train=_TABLE5_TRAIN,
-        ),
-        _FCOS_TORCHVISION,
-        _RETINANET,
-        _RETINANET_1A,
-        _FCOS_RPN,
-        _RPN,
-        _FCOS_DEMO,
-    )
-}
-DEMO_PRESET = _FCOS_DEMO.name
-
-
-def get_preset(name: str) -> Config:
-    """The preset called ``name``; an unknown name lists the valid ones."""
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise ConfigError(f"unknown preset {name!r}; valid presets: {', '.join(sorted(PRESETS))}") from None
-
-
 def _field_types(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in fields(cls)}
@@ -466,12 +322,6 @@ def validate(config: Config) -> None:
         raise ConfigError("loss.centerness_weighted_box_loss needs a center-ness branch (model.centerness_on)")
 
 
-def resolve(preset: str | Config, overrides: list[str] | tuple[str, ...] | dict[str, Any] = ()) -> Config:
-    """A preset (by name or object) with dotted overrides applied and validated."""
-    config = get_preset(preset) if isinstance(preset, str) else preset
-    return apply_overrides(config, overrides)
-
-
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Rebuild a :class:`Config` from :meth:`Config.to_dict` output (e.g. a checkpoint or ``config.json``)."""
     try:
@@ -492,4 +342,3 @@ def config_from_dict(data: dict[str, Any]) -> Config:
         raise ConfigError(f"malformed config: {exc}") from None
     validate(config)
     return config
-

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from fcos_lab.config import DEMO_PRESET, Config, resolve
+from fcos_lab.config import Config
+from fcos_lab.presets import DEMO_PRESET, resolve
 
 
 def demo_config(out_dir: Path, quick: bool, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -1,4 +1,8 @@
-"""Training (Section 4 "Training Details"): assignment, loss and one readable loop."""
+"""Training (Section 4 "Training Details"): assignment, loss and one readable loop.
+
+Devices, process groups and seeding are in :mod:`fcos_lab.distributed`; the datasets a config names are
+built by :mod:`fcos_lab.data.splits`.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,12 @@ import functools
 import json
 import logging
 import math
-import os
-import random
 import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
@@ -30,6 +31,8 @@ from fcos_lab.checkpoint import (
     unwrap,
 )
 from fcos_lab.data.coco import CocoDetection, collate
+from fcos_lab.data.splits import build_datasets
+from fcos_lab.distributed import init_distributed, resolve_device, seed_everything
 from fcos_lab.errors import ConfigError, FcosLabError
 from fcos_lab.model.detector import build_model
 from fcos_lab.targets import Assignment, GroundTruth, assign, pad_ground_truth
@@ -116,45 +119,6 @@ def learning_rate(iteration: int, config: Config) -> float:
     return lr
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when available; asking for CUDA without it is a clear error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was requested but no CUDA device is available (use --device cpu or auto)")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise ConfigError(f"unknown device {device!r}; valid: auto, cpu, cuda")
-    return torch.device(device)
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: torch.device) -> DistInfo:
-    """Join the process group when launched by ``torchrun`` (WORLD_SIZE > 1); gloo on CPU, NCCL on CUDA."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return DistInfo()
-    if not torch.distributed.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        torch.distributed.init_process_group(backend=backend)
-    return DistInfo(torch.distributed.get_rank(), world_size, int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 class _EpochIndexed(Dataset):
     """Items addressed as ``(epoch, index)`` so augmentation randomness follows the schedule, not the workers."""
 
@@ -187,43 +151,6 @@ def batch_schedule(
             order = order.repeat(math.ceil(batch_size / num_items))
         chunk = order[position * batch_size : (position + 1) * batch_size].tolist()
         yield [(epoch, index) for index in chunk[rank::world_size]]
-
-
-def build_datasets(config: Config, need_train: bool = True) -> tuple[CocoDetection | None, CocoDetection]:
-    """The training and validation datasets of ``config.data`` (the synthetic demo set when unset)."""
-    d, i = config.data, config.input
-    train_ann, train_images, val_ann, val_images = d.train_ann, d.train_images, d.val_ann, d.val_images
-    if not val_ann:
-        from fcos_lab.data.synthetic import make_synthetic_coco
-
-        synthetic = make_synthetic_coco(
-            d.synthetic_root,
-            num_train=d.synthetic_num_train,
-            num_val=d.synthetic_num_val,
-            image_size=d.synthetic_image_size,
-            seed=config.train.seed,
-        )
-        train_ann = train_ann or str(synthetic.train_ann)
-        train_images = train_images or str(synthetic.train_images)
-        val_ann, val_images = str(synthetic.val_ann), str(synthetic.val_images)
-    train_set = None
-    if need_train:
-        if not train_ann or not train_images:
-            raise ConfigError("data.train_ann and data.train_images must both be set (or neither, for synthetic data)")
-        train_set = CocoDetection(
-            train_ann,
-            train_images,
-            train=True,
-            min_size=tuple(i.train_min_size),
-            max_size=i.max_size,
-            flip_prob=i.flip_prob,
-            on_bad_image=d.on_bad_image,
-            seed=config.train.seed,
-        )
-    val_set = CocoDetection(
-        val_ann, val_images, train=False, min_size=i.min_size, max_size=i.max_size, on_bad_image=d.on_bad_image
-    )
-    return train_set, val_set
 
 
 def _param_groups(model: torch.nn.Module, config: Config) -> list[dict[str, Any]]:

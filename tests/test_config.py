@@ -1,4 +1,4 @@
-"""Configuration (fcos_lab.config): presets named after the paper's rows, validated dotted overrides."""
+"""Configuration (fcos_lab.config) and presets named after the paper's rows (fcos_lab.presets)."""
 
 import dataclasses
 import json
@@ -6,17 +6,9 @@ import math
 
 import pytest
 
-from fcos_lab.config import (
-    DEMO_PRESET,
-    PRESETS,
-    Config,
-    apply_overrides,
-    config_from_dict,
-    get_preset,
-    resolve,
-    validate,
-)
+from fcos_lab.config import Config, apply_overrides, config_from_dict, validate
 from fcos_lab.errors import ConfigError
+from fcos_lab.presets import DEMO_PRESET, PRESETS, get_preset, resolve
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from fcos_lab.config import get_preset
+from fcos_lab.presets import get_preset
 from fcos_lab.model import build_model
 from fcos_lab.points import feature_shapes, make_locations
 

@@ -18,9 +18,10 @@ from typing import Any, Sequence
 
 from fcos_lab.analysis.report import Results
 from fcos_lab.analysis.scales import SCALE_NOTES, ScaleSettings, scale_settings
-from fcos_lab.config import Config, resolve
+from fcos_lab.config import Config
 from fcos_lab.errors import ConfigError
 from fcos_lab.paper import PaperRow
+from fcos_lab.presets import resolve
 
 # The metrics each table reports (fractions from fcos_lab.evaluate; Results turns them into percent).
 TABLE_METRICS = {
@@ -79,11 +80,12 @@ def evaluate_checkpoint(checkpoint: str | Path, postprocess_from: Config | None 
         (records), ``config`` (the one predicted with), ``val_ann``, ``val_images``, ``seconds``.
     """
     from fcos_lab.checkpoint import load_checkpoint, load_model_weights
+    from fcos_lab.data.splits import build_datasets
     from fcos_lab.detections_file import save_detections
+    from fcos_lab.distributed import resolve_device
     from fcos_lab.evaluate import evaluate_detections
     from fcos_lab.model.detector import build_model
     from fcos_lab.predict import predict_dataset
-    from fcos_lab.train import build_datasets, resolve_device
 
     started = time.perf_counter()
     payload = load_checkpoint(checkpoint)

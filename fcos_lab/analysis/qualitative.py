@@ -135,7 +135,7 @@ def detect_images(checkpoint: str | Path, image_paths: Sequence[str | Path], *, 
     """
     from fcos_lab.data.coco import load_image
     from fcos_lab.predict import detect
-    from fcos_lab.train import resolve_device
+    from fcos_lab.distributed import resolve_device
     from fcos_lab.viz.inference import load_detector
 
     loaded = load_detector(checkpoint)

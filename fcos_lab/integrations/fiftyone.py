@@ -37,10 +37,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from fcos_lab.analysis.ambiguous_locations import assignment_attributes
-from fcos_lab.config import Config, resolve
+from fcos_lab.config import Config
 from fcos_lab.data.coco_annotations import load_coco_annotations
 from fcos_lab.detections_file import load_detections, validate_detections
 from fcos_lab.errors import DataError, FcosLabError
+from fcos_lab.presets import resolve
 
 if TYPE_CHECKING:
     import fiftyone as fo

@@ -13,9 +13,10 @@ from dataclasses import replace
 
 from torch import nn
 
-from fcos_lab.config import Config, get_preset
+from fcos_lab.config import Config
 from fcos_lab.errors import CheckpointError
 from fcos_lab.model.detector import FCOS, build_model
+from fcos_lab.presets import get_preset
 
 _RENAMES = (
     (r"^backbone\.body\.", "backbone."),

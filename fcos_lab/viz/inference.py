@@ -24,13 +24,14 @@ import torch
 from torch import Tensor
 
 from fcos_lab.checkpoint import CHECKPOINT_PATTERN, load_checkpoint, load_model_weights
-from fcos_lab.config import Config, resolve
+from fcos_lab.config import Config
 from fcos_lab.data.synthetic import SyntheticDataset, make_synthetic_coco
 from fcos_lab.data.transforms import ImageBatch, preprocess
 from fcos_lab.errors import CheckpointError, DataError
 from fcos_lab.model import FCOS, FCOSOutput, build_model
 from fcos_lab.postprocess import Detections
 from fcos_lab.predict import postprocess_output
+from fcos_lab.presets import resolve
 from fcos_lab.viz.draw import class_color
 from fcos_lab.viz.image_figures import add_boxes, image_figure
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torchvision
 
-from fcos_lab.config import PRESETS, get_preset
+from fcos_lab.presets import PRESETS, get_preset
 from fcos_lab.errors import CheckpointError, InputError
 from fcos_lab.losses import LossInputs, fcos_loss
 from fcos_lab.model import FCOS, FCOSOutput, build_model

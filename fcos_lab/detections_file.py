@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fcos_lab.data.coco_annotations import is_finite_number, is_json_int
 from fcos_lab.errors import DataError
 
 if TYPE_CHECKING:
@@ -29,31 +29,22 @@ if TYPE_CHECKING:
 REQUIRED_FIELDS = ("image_id", "category_id", "bbox", "score")
 
 
-def _is_int(value: Any) -> bool:
-    # bool is an int subclass, but `true` in an id or score field is a bug, not a number.
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _is_finite(value: Any) -> bool:
-    return _is_int(value) or (isinstance(value, (float, np.floating)) and math.isfinite(value))
-
-
 def _finite_numbers(value: Any, length: int) -> bool:
     is_sequence = isinstance(value, (list, tuple, np.ndarray))
-    return is_sequence and len(value) == length and all(map(_is_finite, value))
+    return is_sequence and len(value) == length and all(map(is_finite_number, value))
 
 
 # Checks of the required fields, then of the optional FCOS fields when present: (test, expectation).
 FIELD_CHECKS = {
-    "image_id": (_is_int, "an integer"),
-    "category_id": (_is_int, "an integer"),
+    "image_id": (is_json_int, "an integer"),
+    "category_id": (is_json_int, "an integer"),
     "bbox": (lambda v: _finite_numbers(v, 4) and min(v[2], v[3]) >= 0,
              "4 finite numbers [x, y, w, h] with w, h >= 0"),
-    "score": (_is_finite, "a finite number"),
-    "level": (_is_int, "an integer FPN level"),
+    "score": (is_finite_number, "a finite number"),
+    "level": (is_json_int, "an integer FPN level"),
     "location": (lambda v: _finite_numbers(v, 2), "2 finite numbers [x, y]"),
-    "cls_score": (_is_finite, "a finite number"),
-    "centerness": (_is_finite, "a finite number"),
+    "cls_score": (is_finite_number, "a finite number"),
+    "centerness": (is_finite_number, "a finite number"),
 }
 
 

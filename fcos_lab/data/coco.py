@@ -24,7 +24,7 @@ from PIL import Image, ImageOps
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from fcos_lab.data.coco_annotations import _is_int, load_coco_annotations
+from fcos_lab.data.coco_annotations import is_json_int, load_coco_annotations
 from fcos_lab.data.transforms import ImageBatch, hflip, normalize, pad_batch, resize_boxes, resize_image
 from fcos_lab.errors import DataError
 
@@ -131,7 +131,7 @@ class CocoDetection(Dataset):
         if on_bad_image not in ON_BAD_IMAGE_CHOICES:
             raise ValueError(f"on_bad_image must be one of {ON_BAD_IMAGE_CHOICES}, got {on_bad_image!r}")
         sizes = (min_size, min_size) if isinstance(min_size, int) else tuple(min_size)
-        if len(sizes) != 2 or not all(_is_int(s) and s > 0 for s in sizes) or sizes[0] > sizes[1]:
+        if len(sizes) != 2 or not all(is_json_int(s) and s > 0 for s in sizes) or sizes[0] > sizes[1]:
             raise ValueError(f"min_size must be a positive int or a (lo, hi) pair with lo <= hi, got {min_size!r}")
         if not 0.0 <= flip_prob <= 1.0:
             raise ValueError(f"flip_prob must be in [0, 1], got {flip_prob}")

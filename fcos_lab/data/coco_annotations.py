@@ -16,17 +16,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
+import numpy as np
 from pycocotools.coco import COCO
 
 from fcos_lab.errors import DataError
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def is_json_int(value: Any) -> bool:
+    """An integer as JSON or numpy gives it; ``True`` in an id field is a bug, not the number 1."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def _is_finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def is_finite_number(value: Any) -> bool:
+    """A finite int or float (Python or numpy), not a bool."""
+    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+            and math.isfinite(value))
 
 
 def _record_name(section: str, index: int, record: Any) -> str:
@@ -54,7 +58,7 @@ def _records(
             if key not in record:
                 fail(where, f"missing key {key!r}")
         for key in int_keys:
-            if not _is_int(record[key]):
+            if not is_json_int(record[key]):
                 fail(where, f"{key} must be an integer, got {record[key]!r}")
         if record["id"] in seen:
             fail(where, f"duplicate {kind} id {record['id']}")
@@ -80,7 +84,7 @@ def _validate(data: Any, path: Path, require_annotations: bool) -> None:
     image_ids: set[int] = set()
     for where, image in _records(data, "images", "image", ("id", "width", "height", "file_name"), ("id",), fail):
         for key in ("width", "height"):
-            if not (_is_finite_number(image[key]) and image[key] == int(image[key])):
+            if not (is_finite_number(image[key]) and image[key] == int(image[key])):
                 fail(where, f"{key} must be an integer, got {image[key]!r}")
             if image[key] <= 0:
                 fail(where, f"{key} must be positive, got {image[key]!r}")
@@ -101,7 +105,7 @@ def _validate(data: Any, path: Path, require_annotations: bool) -> None:
         if ann["category_id"] not in category_ids:
             fail(where, f"category_id {ann['category_id']} is not in categories")
         bbox = ann["bbox"]
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_finite_number(v) for v in bbox)):
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_finite_number(v) for v in bbox)):
             fail(where, f"bbox must be a list of 4 finite numbers [x, y, w, h], got {bbox!r}")
         if ann.get("iscrowd", 0) not in (0, 1):  # True/False compare equal to 1/0 and are accepted
             fail(where, f"iscrowd must be 0 or 1, got {ann['iscrowd']!r}")

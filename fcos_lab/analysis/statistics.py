@@ -30,7 +30,6 @@ import math
 import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -39,10 +38,10 @@ import torch
 from torch import Tensor
 
 from fcos_lab.analysis.anchors import LOW_QUALITY_CHOICES, anchor_recall, candidate_anchors, generate_anchors
+from fcos_lab.analysis.dataset_boxes import BOX_CONVENTIONS, CROWD_CHOICES, PaddedBoxes, prepare_boxes
 from fcos_lab.analysis.recall_ambiguity import tally_assignment
 from fcos_lab.data.coco_annotations import load_coco_annotations
-from fcos_lab.data.transforms import resize_scale
-from fcos_lab.errors import ConfigError, DataError, FcosLabError
+from fcos_lab.errors import ConfigError, FcosLabError
 from fcos_lab.points import feature_shapes, make_locations
 from fcos_lab.targets import GroundTruth, assign
 
@@ -75,30 +74,7 @@ ROW_LABELS: dict[str, str] = {
     "ambiguous_diff_class_fpn": "Ambiguous (diff. class), FPN",
     "ambiguous_diff_class_p4": "Ambiguous (diff. class), P4 only",
 }
-BOX_CONVENTIONS = ("continuous", "legacy")
-CROWD_CHOICES = ("exclude", "include")
 AMBIGUITY_UNITS = ("locations", "pairs")
-
-
-@dataclass(frozen=True)
-class _Boxes:
-    """Ground truth of the whole file after the training resize, padded per image.
-
-    Attributes:
-        boxes: ``[N, M, 4]`` xyxy in resized-image pixels, for FCOS assignment.
-        iou_boxes: ``[N, M, 4]`` the same boxes as seen by IoU matching (differs only for "legacy").
-        labels: ``[N, M]`` contiguous class indices.
-        valid: ``[N, M]`` real, usable boxes (not padding, not dropped).
-        annotation_index: ``[N, M]`` index into the file's annotations, -1 for padding.
-        padded_sizes: ``[N, 2]`` (H, W) of each resized image rounded up to a multiple of 32.
-    """
-
-    boxes: Tensor
-    iou_boxes: Tensor
-    labels: Tensor
-    valid: Tensor
-    annotation_index: Tensor
-    padded_sizes: np.ndarray
 
 
 def _load(ann_file: str | Path) -> dict[str, Any]:
@@ -106,92 +82,7 @@ def _load(ann_file: str | Path) -> dict[str, Any]:
     return load_coco_annotations(ann_file).dataset
 
 
-def _prepare_boxes(
-    data: dict[str, Any], ann_file: str | Path, *, min_size: float, max_size: float, box_convention: str,
-    crowd: str, drop_degenerate: bool,
-) -> tuple[_Boxes, dict[str, Any]]:
-    """Resize every box with its image's training scale and pad per image; returns boxes and counts."""
-    image_row: dict[int, int] = {}
-    sizes = []
-    for row, image in enumerate(data["images"]):
-        try:
-            image_row[image["id"]] = row
-            sizes.append((int(image["height"]), int(image["width"])))
-        except (KeyError, TypeError, ValueError) as error:
-            raise DataError(f"{ann_file}: images[{row}]: needs an id and integer height and width ({error!r})") from error
-    label_of = {cat_id: i for i, cat_id in enumerate(sorted(c["id"] for c in data["categories"]))}
-    columns: list[tuple] = []
-    for i, ann in enumerate(data["annotations"]):
-        try:
-            x, y, w, h = (float(v) for v in ann["bbox"])
-            columns.append((image_row[ann["image_id"]], x, y, w, h, label_of[ann["category_id"]],
-                            bool(ann.get("iscrowd", 0)), ann.get("id", i)))
-        except (KeyError, TypeError, ValueError) as error:
-            raise DataError(f"{ann_file}: annotations[{i}]: bad image_id, category_id or bbox ({error!r})") from error
-    num_images, num_annotations = len(sizes), len(columns)
-    heights = np.array([hh for hh, _ in sizes], dtype=np.int64)
-    widths = np.array([ww for _, ww in sizes], dtype=np.int64)
-    table = np.array([c[:7] for c in columns], dtype=np.float64).reshape(num_annotations, 7)
-    ann_image, (x0, y0, w, h), ann_label = table[:, 0].astype(np.int64), table[:, 1:5].T, table[:, 5].astype(np.int64)
-    ann_crowd = table[:, 6].astype(bool)
-
-    # The training resize (Section 4): one scale per image, from the sizes in the file.
-    # Deviation from paper: the scale is torchvision's float ``resize_scale`` (as fcos_lab trains), not
-    # maskrcnn-benchmark's integer output size; box corners move by less than a pixel.
-    scales = np.array([resize_scale(hh, ww, min_size, max_size) for hh, ww in zip(heights.tolist(), widths.tolist())])
-    padded_sizes = np.stack([np.ceil(np.floor(heights * scales) / 32) * 32,
-                             np.ceil(np.floor(widths * scales) / 32) * 32], 1).astype(np.int64).reshape(num_images, 2)
-    if box_convention == "continuous":
-        x1, y1 = x0 + w, y0 + h
-        limit_w, limit_h = widths[ann_image], heights[ann_image]
-    else:
-        # Detectron and maskrcnn-benchmark: x1 = x + w - 1 in their "+1" pixel convention, clipped to W - 1.
-        x1, y1 = x0 + np.maximum(w - 1, 0), y0 + np.maximum(h - 1, 0)
-        limit_w, limit_h = widths[ann_image] - 1, heights[ann_image] - 1
-    xyxy = np.stack([np.clip(x0, 0, limit_w), np.clip(y0, 0, limit_h), np.clip(x1, 0, limit_w), np.clip(y1, 0, limit_h)], 1)
-    xyxy = xyxy * scales[ann_image, None]
-    # An IoU with "+1" areas (Detectron's bbox_overlaps) is the continuous IoU of [x0, x1 + 1].
-    iou_xyxy = xyxy + (np.array([0.0, 0.0, 1.0, 1.0]) if box_convention == "legacy" else 0.0)
-    degenerate = (xyxy[:, 2] <= xyxy[:, 0]) | (xyxy[:, 3] <= xyxy[:, 1])
-    dropped_crowd = ann_crowd & (crowd == "exclude")
-    keep = ~degenerate & ~dropped_crowd
-    counted = ~dropped_crowd & ~(degenerate & drop_degenerate)
-
-    # Pad per image: [N, M, ...] with M the most boxes of any image.
-    order = np.argsort(ann_image, kind="stable")
-    order = order[keep[order]]
-    per_image = np.bincount(ann_image[order], minlength=num_images)
-    max_boxes = int(per_image.max()) if len(order) else 0
-    rows = ann_image[order]
-    slot = np.arange(len(order)) - np.repeat(np.cumsum(per_image) - per_image, per_image)
-    boxes = np.zeros((num_images, max_boxes, 4), dtype=np.float32)
-    iou_boxes = np.zeros((num_images, max_boxes, 4), dtype=np.float32)
-    labels = np.zeros((num_images, max_boxes), dtype=np.int64)
-    index = np.full((num_images, max_boxes), -1, dtype=np.int64)
-    boxes[rows, slot], iou_boxes[rows, slot] = xyxy[order], iou_xyxy[order]
-    labels[rows, slot], index[rows, slot] = ann_label[order], order
-    gt = _Boxes(
-        boxes=torch.from_numpy(boxes),
-        iou_boxes=torch.from_numpy(iou_boxes),
-        labels=torch.from_numpy(labels),
-        valid=torch.from_numpy(index >= 0),
-        annotation_index=torch.from_numpy(index),
-        padded_sizes=padded_sizes,
-    )
-    info = {
-        "num_images": num_images,
-        "num_images_with_boxes": int((per_image > 0).sum()),
-        "num_annotations": num_annotations,
-        "num_boxes": int(counted.sum()),
-        "num_crowd": int(ann_crowd.sum()),
-        "num_degenerate": int(degenerate.sum()),
-        "counted": counted,
-        "annotation_ids": np.array([c[7] for c in columns], dtype=object),
-    }
-    return gt, info
-
-
-def _batches(gt: _Boxes, max_images: int, max_elements: int) -> list[tuple[tuple[int, int], np.ndarray]]:
+def _batches(gt: PaddedBoxes, max_images: int, max_elements: int) -> list[tuple[tuple[int, int], np.ndarray]]:
     """Images with boxes grouped by padded size, each group cut into batches of at most ``max_images``
     images and ``B * P * M`` (FPN locations x padded boxes) of at most ``max_elements``."""
     num_boxes = gt.valid.sum(1).numpy()
@@ -335,8 +226,8 @@ def compute_statistics(
     timings: dict[str, float] = {}
     start = time.perf_counter()
     data = _load(ann_file)
-    gt_all, info = _prepare_boxes(data, ann_file, min_size=min_size, max_size=max_size,
-                                  box_convention=box_convention, crowd=crowd, drop_degenerate=drop_degenerate)
+    gt_all, info = prepare_boxes(data, ann_file, min_size=min_size, max_size=max_size,
+                                 box_convention=box_convention, crowd=crowd, drop_degenerate=drop_degenerate)
     timings["load"] = time.perf_counter() - start
     num_annotations = info["num_annotations"]
 

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fcos_lab.analysis.dataset_boxes import prepare_boxes
 from fcos_lab.analysis.recall_ambiguity import tally_assignment
 from fcos_lab.data.coco_annotations import load_coco_annotations
-from fcos_lab.data.transforms import resize_scale
 from fcos_lab.points import make_locations
 from fcos_lab.targets import GroundTruth, assign
 from fcos_lab.viz.assignments import LevelSetup, grid_shapes
@@ -41,12 +41,15 @@ class DatasetBoxes:
 
     Attributes:
         ann_file: the file.
-        image_ids: ``[N]`` the images used (those with at least one usable box, at most ``max_images``).
+        image_ids: ``[N]`` the images used (those with at least one usable box, by increasing id, at
+            most ``max_images``).
         padded_sizes: ``[N, 2]`` (H, W) of each resized image padded to ``size_divisible``.
-        boxes: ``[N, M, 4]`` xyxy in resized pixels; ``labels``, ``valid`` ``[N, M]``.
+        boxes: ``[N, M, 4]`` xyxy in resized pixels, M the most usable boxes of these N images;
+            ``labels``, ``valid`` ``[N, M]``.
         widths, heights: ``[K]`` sizes of the K usable boxes, resized pixels.
         num_images: images in the file; ``num_crowd`` crowd boxes left out (as Detectron does);
-            ``num_degenerate`` boxes with no area once clipped.
+            ``num_degenerate`` non-crowd boxes with no area once clipped. Both count the whole file,
+            also when ``max_images`` keeps only some of its images.
         class_names: names of the class indices.
     """
 
@@ -70,54 +73,40 @@ def load_dataset_boxes(
 ) -> DatasetBoxes:
     """Read a COCO-format annotation file (no image is opened) and resize its boxes as training does.
 
+    The boxes of :func:`fcos_lab.analysis.dataset_boxes.prepare_boxes` in fcos_lab's training
+    convention: ``[x, x + w]`` clipped to the image, crowd boxes and boxes with no area left out.
+
+    Args:
+        ann_file: the COCO-format JSON.
+        min_size, max_size: the training resize (Section 4).
+        size_divisible: padded sizes are rounded up to a multiple of this.
+        max_images: keep only the first this many images with boxes, by image id (None: all).
+
     Raises:
         DataError: the file is missing or malformed (the message names the record).
     """
     coco = load_coco_annotations(Path(ann_file).expanduser())
-    category_ids = sorted(coco.cats)
-    label_of = {c: i for i, c in enumerate(category_ids)}
-    per_image, crowd, degenerate = [], 0, 0
-    for image_id in sorted(coco.imgs):
-        record = coco.imgs[image_id]
-        height, width = int(record["height"]), int(record["width"])
-        scale = resize_scale(height, width, min_size, max_size)
-        boxes, labels = [], []
-        for ann in coco.imgToAnns.get(image_id, []):
-            if ann.get("iscrowd", 0):
-                crowd += 1
-                continue
-            x, y, w, h = ann["bbox"]
-            x0, y0 = min(max(x, 0.0), width), min(max(y, 0.0), height)
-            x1, y1 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
-            if x1 <= x0 or y1 <= y0:
-                degenerate += 1
-                continue
-            boxes.append([x0 * scale, y0 * scale, x1 * scale, y1 * scale])
-            labels.append(label_of[ann["category_id"]])
-        if boxes:
-            # The resized size is floor(side * scale) (F.interpolate with recompute_scale_factor).
-            padded = [-(-math.floor(side * scale) // size_divisible) * size_divisible for side in (height, width)]
-            per_image.append((image_id, padded, boxes, labels))
-        if max_images is not None and len(per_image) >= max_images:
-            break
-    max_boxes = max((len(b) for _, _, b, _ in per_image), default=0)
-    count = len(per_image)
-    boxes_t = torch.zeros((count, max_boxes, 4), dtype=torch.float32)
-    labels_t = torch.zeros((count, max_boxes), dtype=torch.int64)
-    valid = torch.zeros((count, max_boxes), dtype=torch.bool)
-    for i, (_, _, boxes, labels) in enumerate(per_image):
-        boxes_t[i, : len(boxes)] = torch.tensor(boxes, dtype=torch.float32)
-        labels_t[i, : len(labels)] = torch.tensor(labels)
-        valid[i, : len(boxes)] = True
-    flat = boxes_t[valid]
+    padded, info = prepare_boxes(coco.dataset, ann_file, min_size=min_size, max_size=max_size,
+                                 box_convention="continuous", crowd="exclude", drop_degenerate=True,
+                                 size_divisible=size_divisible)
+    boxes_per_image = padded.valid.sum(1).numpy()
+    rows = np.flatnonzero(boxes_per_image > 0)
+    rows = rows[np.argsort(padded.image_ids[rows], kind="stable")]
+    if max_images is not None:
+        rows = rows[: max(max_images, 0)]
+    max_boxes = int(boxes_per_image[rows].max()) if len(rows) else 0
+    index = torch.from_numpy(rows)
+    boxes, valid = padded.boxes[index, :max_boxes], padded.valid[index, :max_boxes]
+    flat = boxes[valid]
     return DatasetBoxes(
         ann_file=str(ann_file),
-        image_ids=np.array([i for i, _, _, _ in per_image], dtype=np.int64),
-        padded_sizes=np.array([p for _, p, _, _ in per_image], dtype=np.int64).reshape(-1, 2),
-        boxes=boxes_t, labels=labels_t, valid=valid,
+        image_ids=padded.image_ids[rows],
+        padded_sizes=padded.padded_sizes[rows],
+        boxes=boxes, labels=padded.labels[index, :max_boxes], valid=valid,
         widths=(flat[:, 2] - flat[:, 0]).numpy(), heights=(flat[:, 3] - flat[:, 1]).numpy(),
-        num_images=len(coco.imgs), num_crowd=crowd, num_degenerate=degenerate,
-        class_names=tuple(coco.cats[c]["name"] for c in category_ids),
+        num_images=info["num_images"], num_crowd=info["num_crowd"],
+        num_degenerate=int((info["degenerate"] & ~info["crowd"]).sum()),
+        class_names=tuple(coco.cats[c]["name"] for c in sorted(coco.cats)),
     )
 
 

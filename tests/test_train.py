@@ -60,7 +60,7 @@ def test_checkpoint_round_trip_and_refusal(tmp_path):
             return (open, (str(tmp_path / "pwned"), "w"))
 
     evil = tmp_path / "evil.pt"
-    evil.write_bytes(pickle.dumps({"format": "fcos_lab/1", "model": Payload()}))
+    evil.write_bytes(pickle.dumps({"format": "fcos_lab/1", "model": Payload()}, protocol=2))  # torch.save's protocol
     with pytest.raises(CheckpointError, match="evil.pt"):
         load_checkpoint(evil)
     assert not (tmp_path / "pwned").exists()

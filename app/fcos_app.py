@@ -6,15 +6,16 @@ Streamlit puts ``app/`` on ``sys.path`` while a page runs, so pages ``import fco
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import streamlit as st
 import torch
 
-from fcos_lab.presets import PRESETS
 from fcos_lab.errors import FcosLabError
+from fcos_lab.presets import PRESETS
 from fcos_lab.viz import dataset_statistics, inference, inputs
 
 SOURCES = ("Synthetic demo data", "COCO-format dataset", "Upload an image")

@@ -26,15 +26,15 @@ import re
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torchvision
 from torchvision.models.detection.image_list import ImageList
 
-from fcos_lab.presets import get_preset
 from fcos_lab.points import feature_shapes, make_locations
+from fcos_lab.presets import get_preset
 from fcos_lab.targets import Assignment, GroundTruth, assign, pad_ground_truth
 
 RESULTS = Path(__file__).with_name("results_assignment.md")
@@ -238,7 +238,7 @@ def write_section(section: str, device: str) -> None:
         "Produced by `benchmarks/bench_assignment.py` (see its docstring); do not edit by hand.\n"
     )
     text = RESULTS.read_text() if RESULTS.exists() else header
-    pattern = re.compile(rf"<!-- device:{device} -->.*?<!-- /device:{device} -->", re.S)
+    pattern = re.compile(rf"<!-- device:{device} -->.*?<!-- /device:{device} -->", re.DOTALL)
     if pattern.search(text):
         text = pattern.sub(lambda _: section, text)
     else:

@@ -48,7 +48,7 @@ class Detections:
     centerness: Tensor
     location_index: Tensor
 
-    def rescaled(self, from_size: tuple[int, int], to_size: tuple[int, int]) -> "Detections":
+    def rescaled(self, from_size: tuple[int, int], to_size: tuple[int, int]) -> Detections:
         """Map boxes and locations from an image of ``from_size`` (h, w) to ``to_size`` (h, w).
 
         Ratios computed in float32 as torchvision's ``transform.postprocess`` does.
@@ -67,7 +67,7 @@ class Detections:
             location_index=self.location_index,
         )
 
-    def to(self, device: torch.device | str) -> "Detections":
+    def to(self, device: torch.device | str) -> Detections:
         return Detections(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
 
 

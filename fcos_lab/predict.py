@@ -9,10 +9,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from fcos_lab.anchor_losses import decode_to_ltrb
 from fcos_lab.config import Config
 from fcos_lab.data.transforms import ImageBatch, preprocess
 from fcos_lab.errors import DataError
-from fcos_lab.anchor_losses import decode_to_ltrb
 from fcos_lab.model.anchor_detector import AnchorOutput
 from fcos_lab.model.detector import FCOS, FCOSOutput
 from fcos_lab.postprocess import Detections, postprocess

@@ -25,9 +25,9 @@ Glossary: B images, P locations over all levels, M ground-truth boxes (padded), 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -53,7 +53,7 @@ class GroundTruth:
     valid: Tensor
     crowd: Tensor
 
-    def to(self, device: torch.device | str) -> "GroundTruth":
+    def to(self, device: torch.device | str) -> GroundTruth:
         return GroundTruth(*(t.to(device, non_blocking=True) for t in (self.boxes, self.labels, self.valid, self.crowd)))
 
 

@@ -12,14 +12,16 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from fcos_lab.anchor_losses import anchor_loss, assign_anchors
 from fcos_lab.checkpoint import (
     atomic_write_text,
     export_safetensors,
@@ -30,18 +32,15 @@ from fcos_lab.checkpoint import (
     save_checkpoint,
     unwrap,
 )
+from fcos_lab.config import Config
 from fcos_lab.data.coco import CocoDetection, collate
 from fcos_lab.data.splits import build_datasets
 from fcos_lab.distributed import init_distributed, resolve_device, seed_everything
 from fcos_lab.errors import ConfigError, FcosLabError
-from fcos_lab.model.detector import build_model
-from fcos_lab.targets import Assignment, GroundTruth, assign, pad_ground_truth
-from fcos_lab.config import Config
 from fcos_lab.losses import LossInputs, fcos_loss
-from fcos_lab.model.detector import FCOSOutput
 from fcos_lab.model.anchor_detector import AnchorOutput
-from fcos_lab.anchor_losses import anchor_loss, assign_anchors
-
+from fcos_lab.model.detector import FCOSOutput, build_model
+from fcos_lab.targets import Assignment, GroundTruth, assign, pad_ground_truth
 
 
 def assign_for_output(output: FCOSOutput, gt: GroundTruth, config: Config) -> Assignment:

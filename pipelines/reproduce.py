@@ -18,8 +18,8 @@ import json
 import sys
 from pathlib import Path
 
-from fcos_lab.analysis.scales import SCALE_NOTES
 from fcos_lab.analysis.report import SCALES, load_results, reproduction_report
+from fcos_lab.analysis.scales import SCALE_NOTES
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO / "notebooks"

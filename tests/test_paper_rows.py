@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from fcos_lab.presets import PRESETS, resolve
 from fcos_lab.data.synthetic import make_synthetic_coco
 from fcos_lab.paper import TABLES
+from fcos_lab.presets import PRESETS, resolve
 from fcos_lab.train import train
 
 TINY = [

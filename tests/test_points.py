@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from fcos_lab.presets import get_preset
 from fcos_lab.model import build_model
 from fcos_lab.points import feature_shapes, make_locations
+from fcos_lab.presets import get_preset
 
 
 def test_paper_mapping_half_stride_two_levels():

@@ -10,6 +10,7 @@ from fcos_lab.config import config_from_dict, validate
 from fcos_lab.errors import ConfigError
 from fcos_lab.presets import DEMO_PRESET, PRESETS, get_preset, resolve
 
+
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_every_preset_resolves_and_round_trips(name):
     config = resolve(name)

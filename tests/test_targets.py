@@ -11,9 +11,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from fcos_lab.presets import get_preset
 from fcos_lab.errors import InputError
 from fcos_lab.points import feature_shapes, make_locations
+from fcos_lab.presets import get_preset
 from fcos_lab.targets import GroundTruth, assign, pad_ground_truth, size_ranges_per_location
 
 INF = math.inf

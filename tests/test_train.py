@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from fcos_lab.checkpoint import load_checkpoint, save_checkpoint
-from fcos_lab.presets import resolve
 from fcos_lab.demo import demo_config
 from fcos_lab.errors import CheckpointError
 from fcos_lab.model import build_model
+from fcos_lab.presets import resolve
 from fcos_lab.train import batch_schedule, learning_rate, train
 
 

@@ -2,9 +2,9 @@
 
 import time
 
+import fcos_app
 import streamlit as st
 
-import fcos_app
 from fcos_lab.presets import get_preset
 from fcos_lab.viz import assignments as assign_viz
 from fcos_lab.viz import heatmaps, inference

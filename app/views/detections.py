@@ -2,9 +2,9 @@
 
 import time
 
+import fcos_app
 import streamlit as st
 
-import fcos_app
 from fcos_lab.viz import inference
 
 st.title("Detections")

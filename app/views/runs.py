@@ -1,8 +1,8 @@
 """Runs: training curves and evaluation results of run folders."""
 
+import fcos_app
 import streamlit as st
 
-import fcos_app
 from fcos_lab.errors import FcosLabError
 from fcos_lab.viz import inference
 from fcos_lab.viz.curves import training_curves_figure

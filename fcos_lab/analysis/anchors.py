@@ -17,7 +17,8 @@ Glossary: A anchors, M ground-truth boxes, B images, L levels.
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torchvision

@@ -15,9 +15,10 @@ Glossary: D detections, N images, M ground-truth boxes per image (padded).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

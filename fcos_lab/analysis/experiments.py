@@ -12,9 +12,10 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from fcos_lab.analysis.report import Results
 from fcos_lab.analysis.scales import SCALE_NOTES, ScaleSettings, scale_settings

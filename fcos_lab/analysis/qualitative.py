@@ -8,8 +8,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from fcos_lab.analysis.scales import ScaleSettings
 from fcos_lab.config import Config
@@ -134,8 +135,8 @@ def detect_images(checkpoint: str | Path, image_paths: Sequence[str | Path], *, 
         image, on the CPU), ``names`` (file names), ``class_names``, ``config``.
     """
     from fcos_lab.data.coco import load_image
-    from fcos_lab.predict import detect
     from fcos_lab.distributed import resolve_device
+    from fcos_lab.predict import detect
     from fcos_lab.viz.inference import load_detector
 
     loaded = load_detector(checkpoint)

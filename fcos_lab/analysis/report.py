@@ -13,9 +13,10 @@ import math
 import os
 import platform
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 SCALES = ("smoke", "workshop", "paper")
 

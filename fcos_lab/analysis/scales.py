@@ -149,7 +149,7 @@ class ScaleSettings:
                 f"scale {self.scale!r} trains on COCO files, but these are missing: {', '.join(missing)}; pass "
                 "data_root (a folder with coco/annotations and coco/images) or the four files, or use synthetic data")
 
-    def with_files(self, **paths: str | int | None) -> "ScaleSettings":
+    def with_files(self, **paths: str | int | None) -> ScaleSettings:
         """These settings with some files replaced (``train_ann``, ``val_images``, ``stats_ann``, ...; None keeps).
 
         Setting any of the four training/validation paths switches the data to ``"coco"``.

@@ -30,8 +30,9 @@ import math
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -241,7 +242,7 @@ def compute_statistics(
                                   radius=center_sampling_radius, **common))
     rules = LOW_QUALITY_CHOICES if include_retinanet else ()
     anchor_recalled = {rule: torch.zeros(num_annotations, dtype=torch.bool) for rule in rules}
-    anchor_positives = {rule: 0 for rule in rules}
+    anchor_positives = dict.fromkeys(rules, 0)
     anchor_kwargs = dict(offset=anchor_offset, detectron_rounding=anchor_detectron_rounding)
     anchors_for_size: tuple[tuple[int, int], Tensor] | None = None
     timings["retinanet"] = 0.0

@@ -107,7 +107,7 @@ class ImageBatch:
     image_sizes: tuple[tuple[int, int], ...]
     original_sizes: tuple[tuple[int, int], ...]
 
-    def to(self, device: torch.device | str, **kwargs) -> "ImageBatch":
+    def to(self, device: torch.device | str, **kwargs) -> ImageBatch:
         return ImageBatch(self.tensors.to(device, **kwargs), self.image_sizes, self.original_sizes)
 
 

@@ -33,8 +33,9 @@ import signal
 import sys
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from fcos_lab.analysis.ambiguous_locations import assignment_attributes
 from fcos_lab.config import Config

@@ -18,6 +18,7 @@ from torchvision.ops import misc
 
 from fcos_lab.errors import CheckpointError
 
+
 class FrozenBatchNorm2d(misc.FrozenBatchNorm2d):
     """torchvision's frozen BatchNorm (same buffers and state-dict keys) through the fused inference kernel.
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from fcos_lab.config import ModelConfig, AssignConfig
+from fcos_lab.config import AssignConfig, ModelConfig
 from fcos_lab.errors import InputError
 from fcos_lab.model.backbone import ResNetBody, build_resnet
 from fcos_lab.model.fpn import FPN

@@ -18,7 +18,6 @@ import math
 import torch
 from torch import nn
 
-
 MAX_LOG_DISTANCE = 60.0  # exp(60) ~ 1.1e26 stays finite in float32 (whose exp overflows past ~88.7)
 
 

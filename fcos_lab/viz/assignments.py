@@ -16,8 +16,9 @@ Glossary: P locations over all levels, M boxes, L levels; boxes xyxy in input-im
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch

@@ -14,7 +14,8 @@ Arrays in, plotly figures out; plotly is imported inside the figure functions. G
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch

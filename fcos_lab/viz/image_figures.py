@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import base64
 import io
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch

@@ -14,9 +14,9 @@ from __future__ import annotations
 import io
 import math
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from PIL import Image, UnidentifiedImageError

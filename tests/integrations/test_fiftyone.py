@@ -44,9 +44,9 @@ import pytest
 from PIL import Image
 
 from fcos_lab.analysis.ambiguous_locations import assignment_attributes
-from fcos_lab.presets import get_preset, resolve
 from fcos_lab.data.coco_annotations import load_coco_annotations
 from fcos_lab.integrations.fiftyone import main
+from fcos_lab.presets import get_preset, resolve
 from tests.integrations.conftest import MONGOD, free_port, isolated_env, processes_mentioning, wait_gone
 
 REPO = Path(__file__).resolve().parents[2]

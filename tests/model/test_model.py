@@ -11,12 +11,12 @@ import pytest
 import torch
 import torchvision
 
-from fcos_lab.presets import PRESETS, get_preset
 from fcos_lab.errors import CheckpointError, InputError
 from fcos_lab.losses import LossInputs, fcos_loss
 from fcos_lab.model import FCOS, FCOSOutput, build_model
 from fcos_lab.model.backbone import build_resnet, load_state_dict_file
 from fcos_lab.points import feature_shapes, make_locations
+from fcos_lab.presets import PRESETS, get_preset
 from fcos_lab.targets import assign, pad_ground_truth
 
 SIZE = (32, 64)

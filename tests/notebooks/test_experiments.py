@@ -20,8 +20,8 @@ from fcos_lab.analysis import experiments as ex
 from fcos_lab.analysis import qualitative, scales
 from fcos_lab.analysis.centerness_iou import score_vs_iou, summarize
 from fcos_lab.analysis.report import SCALES, Results
-from fcos_lab.presets import resolve
 from fcos_lab.errors import ConfigError, DataError
+from fcos_lab.presets import resolve
 
 TRAINED_ROWS = [row for rows in paper.TABLES.values() for row in rows if row.preset]
 

@@ -7,10 +7,10 @@ import sys
 
 import torch
 
-from fcos_lab.presets import resolve
-from fcos_lab.model import build_model
-from fcos_lab.targets import pad_ground_truth
 from fcos_lab.distributed import init_distributed
+from fcos_lab.model import build_model
+from fcos_lab.presets import resolve
+from fcos_lab.targets import pad_ground_truth
 from fcos_lab.train import compute_loss
 
 

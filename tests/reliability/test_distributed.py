@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.reliability.dist_worker import batch, model_and_config
 from fcos_lab.targets import pad_ground_truth
 from fcos_lab.train import compute_loss
+from tests.reliability.dist_worker import batch, model_and_config
 
 REPO = Path(__file__).resolve().parents[2]
 

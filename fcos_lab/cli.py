@@ -7,15 +7,17 @@ with exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import re
 import sys
 from pathlib import Path
 
 from fcos_lab.errors import FcosLabError
 
-EPILOG = """overrides are dotted KEY=VALUE pairs, e.g. train.max_iters=200 model.backbone=resnet101
+EPILOG = """overrides are dotted KEY=VALUE arguments, the same for every command, e.g.
+  train.max_iters=200 model.backbone=resnet101 postprocess.nms_thresh=0.5
 presets: see `fcos-lab presets`"""
+OVERRIDE_PATTERN = re.compile(r"^(model|assign|loss|postprocess|input|train|data)\.[A-Za-z_]\w*=")
 
 
 def _common(parser: argparse.ArgumentParser, preset_default: str | None = "fcos_r50_fpn_1x") -> None:
@@ -62,14 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="region proposals (Table 6): class-agnostic, maxDets 100,300,1000 -> AR100 and AR1000")
     _common(p, preset_default=None)
 
-    p = sub.add_parser("predict", help="detect objects in images or folders; writes JSON and pictures")
+    p = sub.add_parser("predict", help="detect objects in images or folders; writes JSON and pictures", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="checkpoint file or run folder")
-    p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--out", default="runs/predict", help="output folder (default: %(default)s)")
     p.add_argument("--render-thresh", type=float, default=0.3, help="score threshold for drawn boxes")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override, e.g. --set postprocess.nms_thresh=0.5 (repeatable)")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_KEY=VALUE",
+                   help="image files or folders, and dotted config overrides (section.field=value)")
 
     p = sub.add_parser("stats", help="best possible recall and ambiguous samples (Tables 1 and 2) from annotations")
     p.add_argument("--ann", required=True, help="COCO-format annotation JSON")
@@ -81,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "continuous: [x, y, x+w, y+h] as fcos_lab trains")
     p.add_argument("--ambiguity-unit", choices=["locations", "pairs"], help="count ambiguous locations or (location, box) pairs")
     p.add_argument("--strict-size-ranges", action="store_true", help="torchvision's strict size-range bounds")
+    p.add_argument("--preset", default="fcos_r50_fpn_1x", help="whose assignment (default: %(default)s)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides (assign.*, input.*)")
 
     p = sub.add_parser("fiftyone", help="FiftyOne dataset of images, ground truth and predictions: TP/FP/FN, "
                                          "ambiguous locations, unrecallable boxes, errors per level", epilog=EPILOG)
@@ -100,18 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_model(checkpoint: str, overrides: list[str], device: str):
-    from fcos_lab.checkpoint import load_checkpoint, load_model_weights
-    from fcos_lab.distributed import resolve_device
-    from fcos_lab.model.detector import build_model
-    from fcos_lab.presets import resolve
+def _load(args):
+    from fcos_lab.runs import load_detector
 
-    payload = load_checkpoint(checkpoint)
-    config = resolve(payload["config"], overrides)
-    torch_device = resolve_device(device)
-    model = build_model(config)
-    load_model_weights(model, payload)
-    return model.to(torch_device).eval(), config, payload, torch_device
+    return load_detector(args.checkpoint, overrides=list(args.overrides), device=args.device)
+
+
+def split_overrides(values: list[str]) -> tuple[list[str], list[str]]:
+    """Positional arguments split into ``(others, overrides)``: ``section.field=value`` items are overrides."""
+    overrides = [v for v in values if OVERRIDE_PATTERN.match(v)]
+    return [v for v in values if not OVERRIDE_PATTERN.match(v)], overrides
 
 
 def _cmd_demo(args) -> int:
@@ -146,7 +148,7 @@ def _cmd_train(args) -> int:
 def _cmd_eval(args) -> int:
     from fcos_lab.detections_file import load_detections, save_detections
     from fcos_lab.evaluate import evaluate_detections
-    from fcos_lab.train import _json_safe
+    from fcos_lab.runs import write_json
 
     try:
         max_dets = tuple(int(v) for v in ("100,300,1000" if args.proposals else args.max_dets).split(","))
@@ -158,13 +160,12 @@ def _cmd_eval(args) -> int:
     else:
         if not (args.checkpoint and args.images):
             raise FcosLabError("eval needs --detections FILE, or --checkpoint and --images")
-        from fcos_lab.data.coco import CocoDetection
+        from fcos_lab.data.splits import coco_dataset
         from fcos_lab.predict import predict_dataset
 
-        model, config, _, device = _load_model(args.checkpoint, args.overrides, args.device)
-        dataset = CocoDetection(args.ann, args.images, train=False, min_size=config.input.min_size,
-                                max_size=config.input.max_size, on_bad_image=config.data.on_bad_image)
-        detections = predict_dataset(model, config, dataset, device=device, progress=True)
+        loaded = _load(args)
+        dataset = coco_dataset(loaded.config, args.ann, args.images)
+        detections = predict_dataset(loaded.model, loaded.config, dataset, device=loaded.device, progress=True)
     result = evaluate_detections(args.ann, detections, class_agnostic=class_agnostic, max_dets=max_dets)
     print(result.summary)
     if args.out:
@@ -172,7 +173,7 @@ def _cmd_eval(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
         if not args.detections:
             save_detections(out / "detections.json", detections)
-        (out / "metrics.json").write_text(json.dumps(_json_safe({**result.metrics, "per_class_ap": result.per_class_ap}), indent=2))
+        write_json(out / "metrics.json", {**result.metrics, "per_class_ap": result.per_class_ap})
         print(f"wrote {out / 'metrics.json'}")
     return 0
 
@@ -180,9 +181,13 @@ def _cmd_eval(args) -> int:
 def _cmd_predict(args) -> int:
     from fcos_lab.predict import predict_images
 
-    model, config, payload, device = _load_model(args.checkpoint, args.overrides, args.device)
-    path = predict_images(model, config, args.inputs, args.out, class_names=payload["class_names"] or None,
-                          category_ids=payload["category_ids"] or None, device=device, render_thresh=args.render_thresh)
+    args.inputs, args.overrides = split_overrides(args.inputs)
+    if not args.inputs:
+        raise FcosLabError("predict needs at least one image file or folder")
+    loaded = _load(args)
+    path = predict_images(loaded.model, loaded.config, args.inputs, args.out,
+                          class_names=list(loaded.class_names) or None, category_ids=list(loaded.category_ids) or None,
+                          device=loaded.device, render_thresh=args.render_thresh)
     print(f"wrote {path} and rendered images in {path.parent}")
     return 0
 
@@ -195,6 +200,7 @@ def _cmd_stats(args) -> int:
     argv += ["--box-convention", args.box_convention] if args.box_convention else []
     argv += ["--ambiguity-unit", args.ambiguity_unit] if args.ambiguity_unit else []
     argv += ["--strict-size-ranges"] if args.strict_size_ranges else []
+    argv += ["--preset", args.preset, *args.overrides]
     return int(stats_main(argv) or 0)
 
 

@@ -20,6 +20,7 @@ import typing
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
+from fcos_lab import paper
 from fcos_lab.errors import ConfigError
 
 INF = math.inf
@@ -44,20 +45,27 @@ class ModelConfig:
     box_param: Literal["exp", "relu"] = "exp"  # Section 3.1 exp(x); "relu" = ReLU(x)*stride (Table 3 "Normalization")
     learnable_scale: bool = True  # Section 3.2: exp(s_i x) with a trainable scalar per level (Table 8 "Scalar")
     prior_prob: float = 0.01  # Section 4: classification bias init as in RetinaNet
-    strides: tuple[int, ...] = (8, 16, 32, 64, 128)  # Section 3.2: P3..P7
+    strides: tuple[int, ...] = paper.STRIDES  # Section 3.2: P3..P7
     detector: Literal["fcos", "anchor"] = "fcos"  # "anchor": the RetinaNet / RPN baselines of Tables 3, 6, 8
-    anchor_sizes: tuple[float, ...] = (32, 64, 128, 256, 512)  # RetinaNet: 4 x stride per level
-    anchor_scales: tuple[float, ...] = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))  # 3 scales per octave (#A=9 with 3 ratios)
-    anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)  # h / w
+    anchor_sizes: tuple[float, ...] = paper.RETINANET_ANCHOR_SIZES  # RetinaNet: 4 x stride per level
+    anchor_scales: tuple[float, ...] = paper.RETINANET_ANCHOR_SCALES  # 3 per octave (#A=9 with 3 ratios)
+    anchor_ratios: tuple[float, ...] = paper.RETINANET_ANCHOR_RATIOS  # h / w
 
 
 @dataclass(frozen=True)
 class AssignConfig:
-    """Which locations are positive and what they regress (Sections 3.1 and 3.2)."""
+    """Which locations are positive and what they regress (Sections 3.1 and 3.2).
 
-    size_ranges: tuple[tuple[float, float], ...] = ((0, 64), (64, 128), (128, 256), (256, 512), (512, INF))  # m_2..m_7
+    Read by :class:`fcos_lab.objective.Objective` alone, which every surface calls.
+    """
+
+    size_ranges: tuple[tuple[float, float], ...] = paper.SIZE_RANGES  # Section 3.2: m_2..m_7
     size_range_inclusive: bool = True  # official code: m_{i-1} <= max(l*,t*,r*,b*) <= m_i; torchvision uses strict
     center_sampling_radius: float = 0.0  # Table 3 "ctr. sampling": 1.5 strides; 0 = off (paper's main model)
+    # The center region's arithmetic (equal in exact arithmetic, not always in float32): "region" is the
+    # authors' get_sample_region, the region [c - r*s, c + r*s] clamped to the box and every side distance
+    # > 0; "distance" is torchvision's max(|x - cx|, |y - cy|) < r*s together with "inside the box".
+    center_sampling_rule: Literal["region", "distance"] = "region"
     location_offset: Literal["half_stride", "zero"] = "half_stride"  # Section 3.1: floor(s/2) + x*s
     stride_from_image: bool = False  # torchvision quirk: stride = padded_size // grid_size for location centers
     area_tiebreak_float32: bool = False  # torchvision quirk: minimal area picked through float32 (1e8 - area)
@@ -85,7 +93,7 @@ class LossConfig:
 class PostprocessConfig:
     """Inference (Section 3.1 "Inference", Section 4 "Inference Details")."""
 
-    score_thresh: float = 0.05  # Section 3.1: locations with p > 0.05
+    score_thresh: float = paper.SCORE_THRESH  # Section 3.1: locations with p > 0.05
     threshold_on: Literal["cls", "combined"] = "cls"  # torchvision thresholds the combined score instead
     pre_nms_topk: int = 1000  # RetinaNet's 1000 candidates per level
     nms_thresh: float = 0.6  # Table 3: 0.6 with GN (0.5 in the RetinaNet-settings rows)
@@ -99,9 +107,13 @@ class PostprocessConfig:
 class InputConfig:
     """Image sizes (Section 4 "Training Details" and 4.2)."""
 
-    min_size: int = 800  # shorter side at test time
-    train_min_size: tuple[int, int] = (800, 800)  # (lo, hi): Section 4.2 samples 640..800 for Table 5
-    max_size: int = 1333  # longer side at most 1333
+    min_size: int = paper.MIN_SIZE  # shorter side at test time
+    train_min_size: tuple[int, int] = (paper.MIN_SIZE, paper.MIN_SIZE)  # (lo, hi): Section 4.2 samples 640..800
+    max_size: int = paper.MAX_SIZE  # longer side at most 1333
+    # The resized size, an integer computation (fcos_lab.data.transforms.resized_size): "official" is the
+    # authors' Resize.get_size (shorter side exactly min_size unless the longer would pass max_size);
+    # "torchvision" is GeneralizedRCNNTransform's floor(side * min(min_size / short, max_size / long)).
+    resize_rule: Literal["official", "torchvision"] = "official"
     size_divisible: int = 32
     flip_prob: float = 0.5
 
@@ -146,6 +158,13 @@ class DataConfig:
     val_ann: str = ""
     val_images: str = ""
     on_bad_image: Literal["error", "skip"] = "error"
+    # How a COCO [x, y, w, h] becomes a box: "continuous" [x, y, x + w, y + h] (fcos_lab's default, as
+    # torchvision); "legacy" the authors' maskrcnn-benchmark [x, y, x + w - 1, y + h - 1] clipped to
+    # [0, W - 1], with "+1" areas (w + 1)(h + 1) in the minimal-area rule. The paper's Tables 1 and 2 come
+    # from "legacy" boxes (fcos-lab stats uses them by default).
+    # Deviation from paper: training defaults to "continuous" boxes; the authors' code trains on "legacy" ones,
+    # one original pixel narrower and shorter.
+    box_convention: Literal["continuous", "legacy"] = "continuous"
     synthetic_root: str = "runs/synthetic"
     synthetic_num_train: int = 400
     synthetic_num_val: int = 100

@@ -50,9 +50,10 @@ def run_demo(
     progress: bool = True,
 ) -> dict:
     """Generate data, train, evaluate, render; returns a summary dict (also written as ``summary.json``)."""
-    from fcos_lab.checkpoint import load_checkpoint
-    from fcos_lab.data.coco import CocoDetection, load_image
+    from fcos_lab.data.coco import load_image
+    from fcos_lab.data.splits import build_datasets
     from fcos_lab.predict import detect
+    from fcos_lab.runs import load_detector
     from fcos_lab.train import train
     from fcos_lab.viz.curves import training_curves_figure, training_curves_png
     from fcos_lab.viz.draw import draw_detections
@@ -67,23 +68,18 @@ def run_demo(
     training_curves_figure(rows).write_html(run_dir / "training_curves.html", include_plotlyjs=True)
     training_curves_png(rows, run_dir / "training_curves.png")
 
-    payload = load_checkpoint(run_dir / "model_final.pt")
-    from fcos_lab.model.detector import build_model
-
-    model = build_model(payload["config"])
-    model.load_state_dict(payload["model"])
-    val = CocoDetection(payload["config"].data.synthetic_root + "/annotations/instances_val.json",
-                        payload["config"].data.synthetic_root + "/val", train=False)
+    loaded = load_detector(run_dir / "model_final.pt")
+    _, val = build_datasets(loaded.config, need_train=False)
     samples_dir = run_dir / "samples"
     samples_dir.mkdir(exist_ok=True)
     for image_id in val.image_ids[:4]:
         record = val.coco.imgs[image_id]
         image = load_image(val.image_dir / record["file_name"])
-        det = detect(model, payload["config"], [image])[0]
+        det = detect(loaded.model, loaded.config, [image])[0]
         keep = det.scores >= 0.3
         gt = torch.tensor([a["bbox"] for a in val.coco.imgToAnns[image_id]], dtype=torch.float32).reshape(-1, 4)
         gt[:, 2:] += gt[:, :2]
-        draw_detections(image, det.boxes[keep], det.labels[keep], det.scores[keep], payload["class_names"],
+        draw_detections(image, det.boxes[keep], det.labels[keep], det.scores[keep], list(loaded.class_names),
                         levels=det.levels[keep], gt_boxes=gt).save(samples_dir / f"{Path(record['file_name']).stem}.png")
 
     summary = {

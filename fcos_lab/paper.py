@@ -7,7 +7,22 @@ reproduction pipeline can train exactly that row.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+
+# The paper's constants, written once; fcos_lab.config's defaults and every analysis import them.
+STRIDES = (8, 16, 32, 64, 128)  # Section 3.2: P3..P7
+# Section 3.2: m_2, ..., m_7 = 0, 64, 128, 256, 512, inf; level P_i regresses m_{i-1} <= max(l*,t*,r*,b*) <= m_i.
+SIZE_RANGES = ((0.0, 64.0), (64.0, 128.0), (128.0, 256.0), (256.0, 512.0), (512.0, math.inf))
+P4_ONLY_STRIDE = 16  # Tables 1 and 2, "w/o FPN": the stride-16 map P4 alone, no size limit
+MIN_SIZE, MAX_SIZE = 800, 1333  # Section 4: shorter side 800, longer side <= 1333
+SCORE_THRESH = 0.05  # Section 3.1 "Inference": locations with p > 0.05
+CENTER_SAMPLING_RADIUS = 1.5  # Table 3 "ctr. sampling" [1]: 1.5 strides
+# RetinaNet's anchors (Table 1's anchor-based rows, the RetinaNet and RPN baselines): 4 x stride per level,
+# 3 scales per octave and 3 aspect ratios (#A = 9).
+RETINANET_ANCHOR_SIZES = (32.0, 64.0, 128.0, 256.0, 512.0)
+RETINANET_ANCHOR_SCALES = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
+RETINANET_ANCHOR_RATIOS = (0.5, 1.0, 2.0)  # h / w
 
 
 @dataclass(frozen=True)
@@ -132,3 +147,17 @@ TABLES = {
     "Table 1": TABLE_1, "Table 2": TABLE_2, "Table 3": TABLE_3, "Table 4": TABLE_4,
     "Table 5": TABLE_5, "Table 6": TABLE_6, "Table 7": TABLE_7, "Table 8": TABLE_8,
 }
+
+
+def table_values(rows: tuple[PaperRow, ...]) -> dict[str, float]:
+    """``{note key: value}`` of the statistics rows of Tables 1 and 2 (keys of ``fcos-lab stats``)."""
+    values: dict[str, float] = {}
+    for row in rows:
+        keys = [k.strip() for k in row.note.split("/")] if row.note else []
+        for key, value in zip(keys, row.values.values()):
+            values[key] = value
+    return values
+
+
+# Tables 1 and 2 by the keys of ``fcos-lab stats`` (fcos_bpr_fpn, ambiguous_p4, ...), in percent.
+STATISTICS_VALUES: dict[str, float] = table_values(TABLE_1 + TABLE_2)

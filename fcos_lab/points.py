@@ -89,16 +89,17 @@ def _make_locations_cached(
     )
 
 
-def feature_shapes(image_size: tuple[int, int], num_levels: int = 5) -> tuple[tuple[int, int], ...]:
-    """Feature-map shapes P3..P(2+num_levels) for a padded input of ``image_size`` (H, W).
+def grid_shapes(image_size: tuple[int, int], strides: tuple[int, ...] | list[int]) -> tuple[tuple[int, int], ...]:
+    """``(ceil(H / s), ceil(W / s))`` of each stride for a padded input of ``image_size`` (H, W).
 
     ResNet halves the size with ceil at each stride-2 stage (conv 3x3 pad 1, max-pool pad 1), and P6/P7
-    are stride-2 3x3 convs with padding 1, so every level is ``ceil(previous / 2)``.
+    are stride-2 3x3 convs with padding 1, so the map of stride ``2^k`` is ``k`` ceil-halvings of the
+    input, which is ``ceil(H / 2^k)``: the network's feature-map shapes, for any input size.
     """
     height, width = image_size
-    shapes = []
-    for level in range(1, 3 + num_levels):
-        height, width = (height + 1) // 2, (width + 1) // 2
-        if level >= 3:
-            shapes.append((height, width))
-    return tuple(shapes)
+    return tuple((-(-int(height) // int(s)), -(-int(width) // int(s))) for s in strides)
+
+
+def feature_shapes(image_size: tuple[int, int], num_levels: int = 5) -> tuple[tuple[int, int], ...]:
+    """Feature-map shapes P3..P(2+num_levels) for a padded input of ``image_size`` (H, W)."""
+    return grid_shapes(image_size, tuple(2 ** level for level in range(3, 3 + num_levels)))

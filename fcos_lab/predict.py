@@ -9,13 +9,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fcos_lab.anchor_losses import decode_to_ltrb
+from fcos_lab.anchor_based.detector import AnchorOutput
+from fcos_lab.anchor_based.losses import decode_to_ltrb
 from fcos_lab.config import Config
 from fcos_lab.data.transforms import ImageBatch, preprocess
 from fcos_lab.errors import DataError
-from fcos_lab.model.anchor_detector import AnchorOutput
 from fcos_lab.model.detector import FCOS, FCOSOutput
+from fcos_lab.objective import Objective
 from fcos_lab.postprocess import Detections, postprocess
+from fcos_lab.targets import ground_truth_of
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -39,7 +41,7 @@ def postprocess_output(
         output.cls_logits,
         box_regression,
         centerness_logits,
-        output.locations,
+        Objective.from_config(config).output_locations(output),
         batch.image_sizes,
         score_thresh=p.score_thresh,
         threshold_on=p.threshold_on,
@@ -54,12 +56,17 @@ def postprocess_output(
     return [d.rescaled(size, orig) for d, size, orig in zip(detections, batch.image_sizes, batch.original_sizes)]
 
 
+def preprocess_images(images: list[Tensor], config: Config) -> ImageBatch:
+    """Normalize, resize (``config.input``: sizes and resize rule) and pad raw images ``[3, H, W]`` in [0, 1]."""
+    i = config.input
+    return preprocess(images, i.min_size, i.max_size, i.size_divisible, resize_rule=i.resize_rule)
+
+
 @torch.no_grad()
 def detect(model: FCOS, config: Config, images: list[Tensor]) -> list[Detections]:
     """Detect objects in raw images ``[3, H, W]`` (float in [0, 1]); boxes in each image's own pixels."""
     device = next(model.parameters()).device
-    batch = preprocess(images, config.input.min_size, config.input.max_size, config.input.size_divisible)
-    batch = batch.to(device)
+    batch = preprocess_images(images, config).to(device)
     was_training = model.training
     model.eval()
     try:
@@ -104,20 +111,6 @@ def detections_to_coco(
     ]
 
 
-def oracle_centerness(output: FCOSOutput, targets: list[dict[str, Any]], config: Config) -> Tensor:
-    """Ground-truth center-ness targets (Eq. 3) at every location, 0 where no box is assigned.
-
-    The "oracle" of Table 4's discussion: the test-time score uses the center-ness the location should
-    have predicted. It needs the ground truth, so it exists for evaluation only.
-    """
-    from fcos_lab.targets import pad_ground_truth
-    from fcos_lab.train import assign_for_output
-
-    device = output.cls_logits.device
-    gt = pad_ground_truth([t["boxes"] for t in targets], [t["labels"] for t in targets], [t["iscrowd"] for t in targets])
-    return assign_for_output(output, gt.to(device), config).centerness_targets
-
-
 @torch.no_grad()
 def predict_dataset(
     model: FCOS,
@@ -149,7 +142,9 @@ def predict_dataset(
         for batch, targets in tqdm(loader, disable=not progress, desc="predict"):
             batch = batch.to(device)
             output = model(batch.tensors)
-            oracle = oracle_centerness(output, targets, config) if config.postprocess.centerness_mode == "oracle" else None
+            oracle = None
+            if config.postprocess.centerness_mode == "oracle":
+                oracle = Objective.from_config(config).oracle_centerness(output, ground_truth_of(targets))
             for det, target in zip(postprocess_output(output, batch, config, oracle), targets):
                 results.extend(detections_to_coco(det, target["image_id"], dataset.category_ids))
     finally:

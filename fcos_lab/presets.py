@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from fcos_lab import paper
 from fcos_lab.config import INF, Config, apply_overrides
 from fcos_lab.errors import ConfigError
 
@@ -37,27 +38,30 @@ _FCOS_IMPRV = _derive(
     _FCOS_R50_FPN_1X,
     "fcos_imprv_r50_fpn_1x",
     model={"centerness_on": "reg", "box_param": "relu"},
-    assign={"center_sampling_radius": 1.5},
+    assign={"center_sampling_radius": paper.CENTER_SAMPLING_RADIUS},
     loss={"box_loss": "giou", "centerness_weighted_box_loss": True},
 )
 # Section 4.2 / Table 5: multi-scale 640-800 training and the 2x schedule (180K, steps scaled).
 _TABLE5_TRAIN = {"max_iters": 180_000}
 _TABLE5_INPUT = {"train_min_size": (640, 800)}
 
-# torchvision's fcos_resnet50_fpn, bit for bit: locations at x*s with the image-size stride quirk, strict
-# size ranges, center sampling 1.5, GIoU on decoded boxes, ReLU*stride without scales, center-ness on the
-# regression tower, score sqrt(cls*ctr) thresholded at 0.2, no box-loss weighting, 91 COCO classes.
+# torchvision's fcos_resnet50_fpn, bit for bit: its resized sizes, locations at x*s with the image-size stride
+# quirk, strict size ranges, center sampling 1.5 as |x - cx| < 1.5 s, GIoU on decoded boxes, ReLU*stride
+# without scales, center-ness on the regression tower, score sqrt(cls*ctr) thresholded at 0.2, no box-loss
+# weighting, 91 COCO classes.
 _FCOS_TORCHVISION = _derive(
     _FCOS_R50_FPN_1X,
     "fcos_r50_fpn_torchvision",
     model={"centerness_on": "reg", "box_param": "relu", "learnable_scale": False, "num_classes": 91},
     assign={
-        "center_sampling_radius": 1.5,
+        "center_sampling_radius": paper.CENTER_SAMPLING_RADIUS,
         "size_range_inclusive": False,
         "location_offset": "zero",
         "stride_from_image": True,
         "area_tiebreak_float32": True,
+        "center_sampling_rule": "distance",
     },
+    input={"resize_rule": "torchvision"},
     loss={"box_loss": "giou"},
     postprocess={"score_thresh": 0.2, "threshold_on": "combined", "score_sqrt": True},
 )

@@ -10,14 +10,17 @@ Everything is computed for the whole batch at once on padded ground truth (no Py
 images or boxes), and the intermediate masks are returned so that the paper's statistics
 (best possible recall, ambiguous samples) reuse this exact code.
 
-Speed: on a grid, l* and r* depend only on a location's column and t* and b* only on its row, and so
-does every test on them (inside the box, size range, center region). They are computed per column and
-per row (``[B, X, M]`` and ``[B, Y, M]`` with X, Y a few hundred) and combined into the ``[B, P, M]``
-masks by one boolean AND or OR per level, instead of on float ``[B, P, M]`` tensors. The minimal-area
-rule ranks each image's boxes once; the candidates of each location are also kept as int64 bit sets in
-that order, so that counting them and picking the best-ranked one are integer operations on ``[B, P]``
-rather than reductions over M. The results are identical to the direct formulas (which run,
-element-wise, when the locations are no grid); ``tests/test_targets.py`` checks both against them.
+Two implementations, tested equal on hand-made, random and real boxes (``tests/test_targets.py``):
+:func:`assign_dense`, the readable one, states Sections 3.1 and 3.2 line by line on dense float
+``[B, P, M]`` tensors; :func:`assign`, the one training uses, computes every test per grid column and
+row (``[B, X, M]``, ``[B, Y, M]``) and combines them with one boolean operation per level, and keeps each
+location's candidates as int64 bit sets in minimal-area order (:mod:`fcos_lab.separable`); for
+locations that are no grid it runs the same code element-wise.
+
+Two arithmetic details follow the reference codebases exactly, because in float32 they decide locations
+on the boundary: center sampling (``center_sampling_rule``: the authors' clamped region, or torchvision's
+distance test) and the area of the minimal-area rule (``area_offset`` 1 for the authors' "+1" areas of
+"legacy" boxes; ``area_tiebreak_float32`` for torchvision's ``1e8 - area`` in float32).
 
 Glossary: B images, P locations over all levels, M ground-truth boxes (padded), L levels.
 """
@@ -25,16 +28,18 @@ Glossary: B images, P locations over all levels, M ground-truth boxes (padded), 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 from torch import Tensor
 
-from fcos_lab.boxes import centerness_from_ltrb, encode_ltrb
+from fcos_lab import paper, separable
+from fcos_lab.boxes import box_area, centerness_from_ltrb, encode_ltrb
 from fcos_lab.errors import InputError
 from fcos_lab.points import Locations
+
+CENTER_SAMPLING_RULES = ("region", "distance")
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,11 @@ def pad_ground_truth(
     return GroundTruth(boxes, labels, valid, crowd)
 
 
+def ground_truth_of(targets: Sequence[dict]) -> GroundTruth:
+    """Padded ground truth of a dataset batch's targets (``boxes``, ``labels``, ``iscrowd`` of each image)."""
+    return pad_ground_truth([t["boxes"] for t in targets], [t["labels"] for t in targets], [t["iscrowd"] for t in targets])
+
+
 @dataclass(frozen=True)
 class Assignment:
     """The result of :func:`assign` for a batch.
@@ -133,134 +143,124 @@ def size_ranges_per_location(locations: Locations, size_ranges: Sequence[tuple[f
     return table[locations.level_index]
 
 
-@dataclass(frozen=True)
-class _Layout:
-    """Locations as per-level grids of columns (x) and rows (y); see :func:`_layout`.
+def _check_inputs(locations: Locations, gt: GroundTruth, size_ranges, center_sampling_rule: str) -> None:
+    if gt.boxes.ndim != 3 or gt.boxes.shape[-1] != 4:
+        raise InputError(f"gt.boxes: expected [B, M, 4] xyxy, got {list(gt.boxes.shape)}")
+    if len(size_ranges) != len(locations.num_per_level):
+        raise InputError(f"{len(size_ranges)} size ranges for {len(locations.num_per_level)} levels")
+    if center_sampling_rule not in CENTER_SAMPLING_RULES:
+        raise InputError(f"center_sampling_rule must be one of {CENTER_SAMPLING_RULES}, got {center_sampling_rule!r}")
 
-    ``blocks`` holds ``(first location, H_l, W_l, first row, first column)`` per level; None means the
-    locations are no grid and "columns" and "rows" are simply the P locations themselves.
+
+def _targets(
+    locations: Locations, gt: GroundTruth, matched_gt: Tensor, normalize_by_stride: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Labels, Eq. (1) box targets and Eq. (3) center-ness targets of each location's matched box.
+
+    Returns:
+        ``(labels, positive, box_targets, centerness_targets)`` ``[B, P]``, ``[B, P]``, ``[B, P, 4]``, ``[B, P]``;
+        background locations get label -1 and zero targets.
     """
+    boxes, points = gt.boxes, locations.points
+    num_images, num_boxes, _ = boxes.shape
+    positive = matched_gt >= 0
+    if num_boxes == 0:
+        matched_boxes = torch.zeros((num_images, points.shape[0], 4), dtype=boxes.dtype, device=boxes.device)
+        labels = torch.full_like(matched_gt, -1)
+    else:
+        # Rows of the flattened [B * M, 4] boxes: faster than a gather along M with an expanded index.
+        flat_index = matched_gt.clamp(min=0) + torch.arange(num_images, device=boxes.device)[:, None] * num_boxes
+        matched_boxes = boxes.reshape(-1, 4)[flat_index]
+        labels = torch.where(positive, gt.labels.reshape(-1)[flat_index], -1)
+    box_targets = encode_ltrb(points[None], matched_boxes)
+    centerness_targets = torch.where(positive, centerness_from_ltrb(box_targets), 0.0)
+    if normalize_by_stride:
+        box_targets = box_targets / locations.strides[None, :, None]
+    box_targets = torch.where(positive[..., None], box_targets, 0.0)
+    return labels, positive, box_targets, centerness_targets
 
-    x: Tensor  # [X] x of each column
-    y: Tensor  # [Y] y of each row
-    x_stride: Tensor  # [X] nominal stride of each column's level
-    y_stride: Tensor  # [Y]
-    x_level: Tensor  # [X] level index of each column
-    y_level: Tensor  # [Y]
-    blocks: tuple[tuple[int, int, int, int, int], ...] | None
-    num_points: int
 
+def assign_dense(
+    locations: Locations,
+    gt: GroundTruth,
+    size_ranges: Sequence[tuple[float, float]] = paper.SIZE_RANGES,
+    *,
+    size_range_inclusive: bool = True,
+    center_sampling_radius: float = 0.0,
+    center_sampling_rule: str = "region",
+    normalize_by_stride: bool = False,
+    area_offset: float = 0.0,
+    area_tiebreak_float32: bool = False,
+) -> Assignment:
+    """The assignment as Sections 3.1 and 3.2 write it, on dense ``[B, P, M]`` tensors.
 
-@lru_cache(maxsize=64)
-def _layout(locations: Locations) -> _Layout:
-    """The columns and rows of every level's grid, or the element-wise layout when the points are no grid.
-
-    The check reads the points (a device synchronisation); :func:`fcos_lab.points.make_locations`
-    returns cached objects, so it runs once per feature-map shape rather than once per step.
+    Readable and slow (memory ``B * P * M * 4`` floats): the reference that :func:`assign`, the fast path
+    training uses, is tested equal to. Arguments and result are :func:`assign`'s.
     """
-    points, strides, levels = locations.points, locations.strides, locations.level_index
-    num_points = points.shape[0]
-    elementwise = _Layout(points[:, 0], points[:, 1], strides, strides, levels, levels, None, num_points)
-    if len(locations.shapes) != len(locations.num_per_level) or sum(locations.num_per_level) != num_points:
-        return elementwise
-    first_row_locations, first_column_locations, column_of, row_of, blocks = [], [], [], [], []
-    start = first_row = first_column = 0
-    for (height, width), count in zip(locations.shapes, locations.num_per_level):
-        if height * width != count or count == 0:
-            return elementwise
-        index = torch.arange(count, device=points.device).view(height, width)
-        first_row_locations.append(start + index[0])  # one location per column
-        first_column_locations.append(start + index[:, 0])  # one location per row
-        column_of.append(first_column + index.remainder(width).flatten())
-        row_of.append(first_row + index.div(width, rounding_mode="floor").flatten())
-        blocks.append((start, height, width, first_row, first_column))
-        start, first_row, first_column = start + count, first_row + height, first_column + width
-    columns, rows = torch.cat(first_row_locations), torch.cat(first_column_locations)
-    column_of, row_of = torch.cat(column_of), torch.cat(row_of)
-    grid = _Layout(
-        points[columns, 0], points[rows, 1], strides[columns], strides[rows], levels[columns], levels[rows],
-        tuple(blocks), num_points,
+    _check_inputs(locations, gt, size_ranges, center_sampling_rule)
+    x = locations.points[None, :, None, 0]  # [1, P, 1]
+    y = locations.points[None, :, None, 1]
+    x0, y0, x1, y1 = gt.boxes[:, None, :, :].unbind(dim=-1)  # [B, 1, M] each
+
+    # Section 3.1, Eq. (1): the distances from every location to the four sides of every box.
+    ltrb = torch.stack([x - x0, y - y0, x1 - x, y1 - y], dim=-1)  # [B, P, M, 4]
+    # A location inside a box is a candidate for it ...
+    inside_box = ltrb.min(dim=-1).values > 0
+    # ... when, Section 3.2, max(l*, t*, r*, b*) lies in its level's range [m_{i-1}, m_i].
+    reach = ltrb.max(dim=-1).values
+    ranges = torch.tensor(size_ranges, dtype=torch.float32, device=x.device)[locations.level_index]  # [P, 2]
+    lower, upper = ranges[None, :, None, 0], ranges[None, :, None, 1]
+    if size_range_inclusive:
+        in_size_range = (reach >= lower) & (reach <= upper)
+    else:  # torchvision
+        in_size_range = (reach > lower) & (reach < upper)
+    # Table 3, "ctr. sampling": and only near the box center, within radius * stride of it.
+    if center_sampling_radius > 0:
+        radius = center_sampling_radius * locations.strides[None, :, None]
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        if center_sampling_rule == "region":  # the authors' get_sample_region: all four sides > 0
+            in_center_region = (x > cx - radius) & (cx + radius > x) & (y > cy - radius) & (cy + radius > y)
+        else:  # torchvision: max(|x - cx|, |y - cy|) < radius * stride
+            in_center_region = torch.maximum((x - cx).abs(), (y - cy).abs()) < radius
+    else:
+        in_center_region = torch.ones_like(inside_box)
+    usable = (gt.valid & ~gt.crowd)[:, None, :]
+    candidates = inside_box & in_size_range & in_center_region & usable
+
+    # Section 3.1: a location with several candidates (an ambiguous sample) regresses the box of minimal area.
+    area = box_area(gt.boxes, area_offset)[:, None, :].expand_as(reach)
+    if area_tiebreak_float32:  # torchvision: the largest candidate * (1e8 - area) in float32, background below 1e-5
+        best, matched_gt = (candidates.float() * (1e8 - area.float())).max(dim=2)
+        matched_gt = torch.where(best < 1e-5, -1, matched_gt)
+    else:  # argmin keeps the first of equal areas
+        matched_gt = torch.where(candidates, area, math.inf).argmin(dim=2)
+        matched_gt = torch.where(candidates.any(dim=2), matched_gt, -1)
+    if gt.boxes.shape[1] == 0:
+        matched_gt = torch.full(inside_box.shape[:2], -1, dtype=torch.int64, device=x.device)
+
+    labels, positive, box_targets, centerness_targets = _targets(locations, gt, matched_gt, normalize_by_stride)
+    return Assignment(
+        labels=labels, matched_gt=matched_gt, box_targets=box_targets, centerness_targets=centerness_targets,
+        positive=positive, inside_box=inside_box, in_size_range=in_size_range, in_center_region=in_center_region,
+        candidates=candidates, num_candidates=candidates.sum(dim=2),
     )
-    # A grid only if every location is rebuilt exactly from its column and its row.
-    is_grid = (
-        torch.equal(points[:, 0], grid.x[column_of])
-        and torch.equal(points[:, 1], grid.y[row_of])
-        and torch.equal(strides, grid.x_stride[column_of])
-        and torch.equal(strides, grid.y_stride[row_of])
-        and torch.equal(levels, grid.x_level[column_of])
-        and torch.equal(levels, grid.y_level[row_of])
-    )
-    return grid if is_grid else elementwise
-
-
-def _per_location(op: Callable[..., Tensor], per_row: Tensor, per_column: Tensor, layout: _Layout) -> Tensor:
-    """``[B, P, K]`` = ``op(per_row[row of p], per_column[column of p])`` for ``[B, Y, K]`` and ``[B, X, K]``.
-
-    ``op`` is a logical (bool masks, K = M) or bitwise (int64 bit sets, K = words) AND / OR with ``out=``.
-    """
-    if layout.blocks is None:
-        return op(per_row, per_column)
-    num_images, _, depth = per_row.shape
-    out = torch.empty((num_images, layout.num_points, depth), dtype=per_row.dtype, device=per_row.device)
-    for start, height, width, first_row, first_column in layout.blocks:
-        op(
-            per_row[:, first_row : first_row + height, None, :],
-            per_column[:, None, first_column : first_column + width, :],
-            out=out[:, start : start + height * width].view(num_images, height, width, depth),
-        )
-    return out
-
-
-# Boxes per int64 word of a bit set: below 2**53, so float64 holds every set exactly (frexp finds the top bit).
-_BITS_PER_WORD = 52
-
-
-def _bit_sets(mask: Tensor, order: Tensor) -> Tensor:
-    """Pack ``mask`` ``[B, N, M]`` into int64 bit sets ``[B, N, W]``, boxes in ``order`` from the top bit down.
-
-    The box of rank k (``order[:, k]``) is bit ``51 - k % 52`` of word ``k // 52``: the best-ranked box of a
-    set is its first non-empty word's highest bit.
-    """
-    num_images, num_rows, num_boxes = mask.shape
-    num_words = -(-num_boxes // _BITS_PER_WORD)
-    ranked = mask.gather(2, order[:, None, :].expand(-1, num_rows, -1)).long()
-    ranked = torch.nn.functional.pad(ranked, (0, num_words * _BITS_PER_WORD - num_boxes))
-    weights = 2 ** torch.arange(_BITS_PER_WORD - 1, -1, -1, device=mask.device)
-    return (ranked.view(num_images, num_rows, num_words, _BITS_PER_WORD) * weights).sum(dim=-1)
-
-
-def _popcount(words: Tensor) -> Tensor:
-    """Number of set bits of non-negative int64 ``words`` (the classic SWAR bit count)."""
-    x = words - ((words >> 1) & 0x5555555555555555)
-    x = (x & 0x3333333333333333) + ((x >> 2) & 0x3333333333333333)
-    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0F
-    x = x + (x >> 8)
-    x = x + (x >> 16)
-    x = x + (x >> 32)
-    return x & 0x7F
-
-
-def _first_rank(words: Tensor) -> Tensor:
-    """Rank of the best box in bit sets ``[B, P, W]`` (from :func:`_bit_sets`); W * 52 where empty."""
-    num_words = words.shape[-1]
-    top_bit = torch.frexp(words.double()).exponent - 1  # -1 for an empty word
-    rank = torch.full(words.shape[:-1], num_words * _BITS_PER_WORD, dtype=torch.int64, device=words.device)
-    for w in range(num_words - 1, -1, -1):  # one word up to 52 boxes: a loop of one in practice
-        rank = torch.where(words[..., w] != 0, w * _BITS_PER_WORD + _BITS_PER_WORD - 1 - top_bit[..., w], rank)
-    return rank
 
 
 def assign(
     locations: Locations,
     gt: GroundTruth,
-    size_ranges: Sequence[tuple[float, float]] = ((0, 64), (64, 128), (128, 256), (256, 512), (512, math.inf)),
+    size_ranges: Sequence[tuple[float, float]] = paper.SIZE_RANGES,
     *,
     size_range_inclusive: bool = True,
     center_sampling_radius: float = 0.0,
+    center_sampling_rule: str = "region",
     normalize_by_stride: bool = False,
+    area_offset: float = 0.0,
     area_tiebreak_float32: bool = False,
 ) -> Assignment:
     """Assign every location of every image to a ground-truth box or to background.
+
+    Equal to :func:`assign_dense`, computed per grid row and column (see the module docstring).
 
     Args:
         locations: the location grid (:func:`fcos_lab.points.make_locations`).
@@ -270,22 +270,23 @@ def assign(
             strict ``m_{i-1} < max < m_i``.
         center_sampling_radius: Table 3 "ctr. sampling": only locations within ``radius * stride`` of the
             box center (and inside the box) are candidates; 0 turns it off.
+        center_sampling_rule: ``"region"``: the authors' arithmetic, ``cx - r < x < cx + r`` (and for y)
+            with ``cx +- r`` rounded to float32 first; ``"distance"``: torchvision's ``|x - cx| < r``.
         normalize_by_stride: divide the regression targets by the level stride (Table 3 "Normalization").
+        area_offset: the minimal-area rule ranks ``(x1 - x0 + offset) * (y1 - y0 + offset)``: 1 for the
+            authors' "+1" areas of "legacy" boxes, 0 otherwise.
         area_tiebreak_float32: pick the minimal area through float32 ``1e8 - area`` as torchvision does
             (areas closer than float32 resolution at 1e8 then tie and the first box wins).
 
     Returns:
         An :class:`Assignment`; see its attributes for shapes.
     """
-    boxes, gt_labels = gt.boxes, gt.labels
-    if boxes.ndim != 3 or boxes.shape[-1] != 4:
-        raise InputError(f"gt.boxes: expected [B, M, 4] xyxy, got {list(boxes.shape)}")
+    _check_inputs(locations, gt, size_ranges, center_sampling_rule)
+    boxes = gt.boxes
     num_images, num_boxes, _ = boxes.shape
-    points, strides = locations.points, locations.strides
+    points = locations.points
     num_points = points.shape[0]
-    if len(size_ranges) != len(locations.num_per_level):
-        raise InputError(f"{len(size_ranges)} size ranges for {len(locations.num_per_level)} levels")
-    layout = _layout(locations)
+    layout = separable.layout(locations)
     table = torch.tensor([[float(lo), float(hi)] for lo, hi in size_ranges], device=points.device)
 
     # Eq. (1) per column ([B, X, M]: l*, r*) and per row ([B, Y, M]: t*, b*).
@@ -293,7 +294,7 @@ def assign(
     x0, y0, x1, y1 = (boxes[:, None, :, k] for k in range(4))
     left, right, top, bottom = x - x0, x1 - x, y - y0, y1 - y
     inside_x, inside_y = (left > 0) & (right > 0), (top > 0) & (bottom > 0)
-    inside_box = _per_location(torch.logical_and, inside_y, inside_x, layout)
+    inside_box = separable.per_location(torch.logical_and, inside_y, inside_x, layout)
 
     # max(l*, t*, r*, b*) = max(max(l*, r*), max(t*, b*)) is <= m_i when both are and >= m_{i-1} when either is.
     reach_x, reach_y = torch.maximum(left, right), torch.maximum(top, bottom)
@@ -302,23 +303,29 @@ def assign(
     above, below = (torch.ge, torch.le) if size_range_inclusive else (torch.gt, torch.lt)
     above_x, below_x = above(reach_x, lower_x), below(reach_x, upper_x)
     above_y, below_y = above(reach_y, lower_y), below(reach_y, upper_y)
-    in_size_range = _per_location(torch.logical_and, below_y, below_x, layout)
-    in_size_range &= _per_location(torch.logical_or, above_y, above_x, layout)
+    in_size_range = separable.per_location(torch.logical_and, below_y, below_x, layout)
+    in_size_range &= separable.per_location(torch.logical_or, above_y, above_x, layout)
 
-    # Center sampling: max(|x - cx|, |y - cy|) < radius * stride holds when both distances are below it.
+    # Center sampling holds when it holds along both axes (both rules are per-axis tests).
     usable = (gt.valid & ~gt.crowd)[:, None, :]
     eligible_x, eligible_y = inside_x & usable, inside_y
     if center_sampling_radius > 0:
-        near_x = (x - (x0 + x1) / 2).abs() < (center_sampling_radius * layout.x_stride)[None, :, None]
-        near_y = (y - (y0 + y1) / 2).abs() < (center_sampling_radius * layout.y_stride)[None, :, None]
-        in_center_region = _per_location(torch.logical_and, near_y, near_x, layout)
+        radius_x = (center_sampling_radius * layout.x_stride)[None, :, None]
+        radius_y = (center_sampling_radius * layout.y_stride)[None, :, None]
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        if center_sampling_rule == "region":
+            near_x = (x > cx - radius_x) & (cx + radius_x > x)
+            near_y = (y > cy - radius_y) & (cy + radius_y > y)
+        else:
+            near_x, near_y = (x - cx).abs() < radius_x, (y - cy).abs() < radius_y
+        in_center_region = separable.per_location(torch.logical_and, near_y, near_x, layout)
         eligible_x, eligible_y = eligible_x & near_x, eligible_y & near_y
     else:
         in_center_region = torch.ones_like(inside_box)
-    candidates = _per_location(torch.logical_and, eligible_y, eligible_x, layout)
+    candidates = separable.per_location(torch.logical_and, eligible_y, eligible_x, layout)
     candidates &= in_size_range
 
-    areas = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+    areas = box_area(boxes, area_offset)
     if num_boxes == 0:
         matched_gt = torch.full((num_images, num_points), -1, dtype=torch.int64, device=points.device)
         num_candidates = torch.zeros((num_images, num_points), dtype=torch.int64, device=points.device)
@@ -336,10 +343,11 @@ def assign(
         # Its popcount is the number of candidates, its highest bit the best-ranked one.
         row, column = eligible_y & below_y, eligible_x & below_x
         row_above, column_above = row & above_y, column & above_x
-        sets = _per_location(torch.bitwise_and, _bit_sets(row_above, order), _bit_sets(column, order), layout)
-        sets |= _per_location(torch.bitwise_and, _bit_sets(row, order), _bit_sets(column_above, order), layout)
-        num_candidates = _popcount(sets).sum(dim=2)
-        rank = _first_rank(sets)
+        bits = separable.bit_sets
+        sets = separable.per_location(torch.bitwise_and, bits(row_above, order), bits(column, order), layout)
+        sets |= separable.per_location(torch.bitwise_and, bits(row, order), bits(column_above, order), layout)
+        num_candidates = separable.popcount(sets).sum(dim=2)
+        rank = separable.first_rank(sets)
         matched_gt = order.gather(1, rank.clamp(max=num_boxes - 1))
         found = num_candidates > 0
         if area_tiebreak_float32:
@@ -347,22 +355,7 @@ def assign(
             found &= key.gather(1, matched_gt) >= 1e-5
         matched_gt = torch.where(found, matched_gt, -1)
 
-    positive = matched_gt >= 0
-    safe_index = matched_gt.clamp(min=0)
-    if num_boxes == 0:
-        matched_boxes = torch.zeros((num_images, num_points, 4), dtype=boxes.dtype, device=boxes.device)
-        labels = torch.full_like(matched_gt, -1)
-    else:
-        # Rows of the flattened [B * M, 4] boxes: faster than a gather along M with an expanded index.
-        flat_index = safe_index + torch.arange(num_images, device=boxes.device)[:, None] * num_boxes
-        matched_boxes = boxes.reshape(-1, 4)[flat_index]
-        labels = torch.where(positive, gt_labels.reshape(-1)[flat_index], -1)
-    box_targets = encode_ltrb(points[None], matched_boxes)
-    centerness_targets = torch.where(positive, centerness_from_ltrb(box_targets), 0.0)
-    if normalize_by_stride:
-        box_targets = box_targets / strides[None, :, None]
-    box_targets = torch.where(positive[..., None], box_targets, 0.0)
-
+    labels, positive, box_targets, centerness_targets = _targets(locations, gt, matched_gt, normalize_by_stride)
     return Assignment(
         labels=labels,
         matched_gt=matched_gt,

@@ -1,4 +1,6 @@
-"""Training (Section 4 "Training Details"): assignment, loss and one readable loop.
+"""Training (Section 4 "Training Details"): one readable loop over the objective of a config.
+
+The objective (locations, assignment, loss) is :class:`fcos_lab.objective.Objective`.
 
 Devices, process groups and seeding are in :mod:`fcos_lab.distributed`; the datasets a config names are
 built by :mod:`fcos_lab.data.splits`.
@@ -21,7 +23,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from fcos_lab.anchor_losses import anchor_loss, assign_anchors
+from fcos_lab.anchor_based.detector import AnchorOutput
 from fcos_lab.checkpoint import (
     atomic_write_text,
     export_safetensors,
@@ -37,62 +39,15 @@ from fcos_lab.data.coco import CocoDetection, collate
 from fcos_lab.data.splits import build_datasets
 from fcos_lab.distributed import init_distributed, resolve_device, seed_everything
 from fcos_lab.errors import ConfigError, FcosLabError
-from fcos_lab.losses import LossInputs, fcos_loss
-from fcos_lab.model.anchor_detector import AnchorOutput
 from fcos_lab.model.detector import FCOSOutput, build_model
-from fcos_lab.targets import Assignment, GroundTruth, assign, pad_ground_truth
+from fcos_lab.objective import Objective
+from fcos_lab.runs import json_safe, write_json
+from fcos_lab.targets import GroundTruth, ground_truth_of
 
 
-def assign_for_output(output: FCOSOutput, gt: GroundTruth, config: Config) -> Assignment:
-    """Run :func:`fcos_lab.targets.assign` on the locations of ``output`` with the config's switches."""
-    a = config.assign
-    return assign(
-        output.locations,
-        gt,
-        a.size_ranges,
-        size_range_inclusive=a.size_range_inclusive,
-        center_sampling_radius=a.center_sampling_radius,
-        area_tiebreak_float32=a.area_tiebreak_float32,
-    )
-
-
-def compute_loss(output, gt: GroundTruth, config: Config) -> dict[str, Tensor]:
-    """Assignment then the loss: ``{"loss_cls", "loss_box", "loss_centerness", "loss"}``.
-
-    FCOS: Eq. (2) plus the center-ness BCE. Anchor baselines: RetinaNet's focal + smooth-L1 or RPN's
-    sampled BCE + smooth-L1 (:mod:`fcos_lab.anchor_losses`).
-    """
-    l = config.loss
-    if config.data.class_agnostic:
-        gt = GroundTruth(gt.boxes, torch.zeros_like(gt.labels), gt.valid, gt.crowd)
-    if isinstance(output, AnchorOutput):
-        a = config.assign
-        assignment = assign_anchors(output.anchors, gt, a.anchor_pos_iou, a.anchor_neg_iou, a.anchor_low_quality)
-        return anchor_loss(
-            output.cls_logits, output.box_deltas, assignment,
-            focal_alpha=l.focal_alpha, focal_gamma=l.focal_gamma, smooth_l1_beta=l.smooth_l1_beta,
-            box_loss_weight=l.box_loss_weight, sample_size=l.anchor_sample_size,
-            positive_fraction=l.anchor_sample_positive_fraction,
-        )
-    assignment = assign_for_output(output, gt, config)
-    return fcos_loss(
-        LossInputs(
-            cls_logits=output.cls_logits,
-            box_regression=output.box_regression,
-            centerness_logits=output.centerness_logits,
-            labels=assignment.labels,
-            box_targets=assignment.box_targets,
-            centerness_targets=assignment.centerness_targets,
-            positive=assignment.positive,
-            strides=output.locations.strides[None, :],
-        ),
-        focal_alpha=l.focal_alpha,
-        focal_gamma=l.focal_gamma,
-        box_loss=l.box_loss,
-        box_loss_weight=l.box_loss_weight,
-        centerness_weighted_box_loss=l.centerness_weighted_box_loss,
-        iou_smooth=l.iou_smooth,
-    )
+def compute_loss(output: FCOSOutput | AnchorOutput, gt: GroundTruth, config: Config) -> dict[str, Tensor]:
+    """Assignment then the loss of ``config``'s objective (:meth:`fcos_lab.objective.Objective.loss`)."""
+    return Objective.from_config(config).loss(output, gt)
 
 
 logger = logging.getLogger("fcos_lab.train")
@@ -179,21 +134,6 @@ def _check_run_dir(run_dir: Path) -> None:
         raise FcosLabError(f"{run_dir}: only {free / 2**20:.0f} MiB free on disk; checkpoints need more")
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def _to_device_targets(targets: list[dict], device: torch.device):
-    gt = pad_ground_truth([t["boxes"] for t in targets], [t["labels"] for t in targets], [t["iscrowd"] for t in targets])
-    return gt.to(device)
-
-
 @dataclass(frozen=True)
 class TrainResult:
     run_dir: Path
@@ -264,6 +204,7 @@ def train(
             model, device_ids=[torch_device.index] if torch_device.type == "cuda" else None
         )
 
+    objective = Objective.from_config(config)
     forward = torch.compile(model) if t.compile else model
     if dist.is_main:
         atomic_write_text(run_dir / "config.json", config.to_json())
@@ -297,10 +238,10 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_factor"]
         images = batch.tensors.to(torch_device, non_blocking=True)
-        gt = _to_device_targets(targets, torch_device)
+        gt = ground_truth_of(targets).to(torch_device)
         with torch.autocast(torch_device.type, dtype=amp_dtype or torch.float32, enabled=use_amp):
             output = forward(images)
-        losses = compute_loss(output, gt, config)
+        losses = objective.loss(output, gt)
         loss = losses["loss"]
         if t.skip_nonfinite and not bool(torch.isfinite(loss)):
             bad_steps += 1
@@ -385,10 +326,7 @@ def _evaluate_into(model, config, val_set, run_dir: Path, iteration: int, device
     save_detections(run_dir / "detections_val.json", detections)
     result = evaluate_detections(val_set.coco, detections)
     metrics = {k: float(v) for k, v in result.metrics.items()}
-    atomic_write_text(
-        run_dir / "metrics.json",
-        json.dumps(_json_safe({"iteration": iteration, **metrics, "per_class_ap": result.per_class_ap}), indent=2),
-    )
+    write_json(run_dir / "metrics.json", {"iteration": iteration, **metrics, "per_class_ap": result.per_class_ap})
     with open(metrics_path, "a") as handle:
-        handle.write(json.dumps(_json_safe({"iter": iteration, **{k: metrics[k] for k in ("AP", "AP50", "AP75")}})) + "\n")
+        handle.write(json.dumps(json_safe({"iter": iteration, **{k: metrics[k] for k in ("AP", "AP50", "AP75")}})) + "\n")
     return metrics

@@ -1,6 +1,6 @@
 """Ambiguous locations and recallable boxes of real images and real predictions (Sections 3.1, 3.2, 4.1.1).
 
-The FCOS assignment (:func:`fcos_lab.targets.assign`, the code used in training) of each image's
+The FCOS assignment (:class:`fcos_lab.objective.Objective`, the code used in training) of each image's
 ground truth at the training resize, seen from its boxes and from the locations detections were made
 at: which FPN levels give a box positive locations and whether it has any (the "Best Possible
 Recalls" criterion of Section 4.1.1), which locations have several candidate boxes (the "Ambiguous
@@ -17,16 +17,19 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
+import numpy as np
+
+from fcos_lab.analysis.dataset_boxes import boxes_for_config
+from fcos_lab.analysis.recall_ambiguity import batches
 from fcos_lab.config import Config
-from fcos_lab.data.transforms import resize_boxes, resize_scale
-from fcos_lab.points import Locations, feature_shapes, make_locations
-from fcos_lab.targets import Assignment, assign, pad_ground_truth
+from fcos_lab.objective import Objective
+from fcos_lab.points import Locations
+from fcos_lab.targets import Assignment, GroundTruth
 
 if TYPE_CHECKING:
     from pycocotools.coco import COCO
@@ -36,83 +39,10 @@ logger = logging.getLogger("fcos_lab.analysis.ambiguous_locations")
 # A prediction's location must lie this close (resized-image pixels) to a location of its level's grid;
 # files round locations to 0.01 px of the original image, far below this.
 LOCATION_TOLERANCE = 1.0
-# Upper bound of B * P * M elements per assign() call, as in fcos_lab.analysis.statistics.
+# Upper bound of B * P * M elements per assignment call, as in fcos_lab.analysis.statistics.
 MAX_BATCH_ELEMENTS = 1 << 22
 
 _NO_LOCATION = {"num_candidates": None, "ambiguous": None, "ambiguous_diff_class": None, "target_ann_id": None}
-
-
-@dataclass(frozen=True)
-class _Image:
-    """One image's ground truth in the resized frame the assignment sees (Section 4, training resize).
-
-    Attributes:
-        image_id: COCO image id.
-        size: original ``(H, W)``; resized: ``(h, w)`` after the resize; padded: rounded up to the divisor.
-        boxes: ``[M, 4]`` xyxy, resized-image pixels (clipped to the image, degenerate boxes left out).
-        labels: ``[M]`` contiguous class indices. crowd: ``[M]`` iscrowd. ann_ids: COCO id of each box.
-    """
-
-    image_id: int
-    size: tuple[int, int]
-    resized: tuple[int, int]
-    padded: tuple[int, int]
-    boxes: Tensor
-    labels: Tensor
-    crowd: Tensor
-    ann_ids: tuple[int, ...]
-
-
-def _images(coco: COCO, config: Config, box_attributes: dict[int, dict[str, Any]]) -> list[_Image]:
-    """Each image's boxes at the resize of ``config.input``; degenerate boxes go straight to ``box_attributes``.
-
-    Clipping and the degenerate-box rule are those of :class:`fcos_lab.data.coco.CocoDetection`.
-    """
-    label_of = {category: i for i, category in enumerate(sorted(coco.cats))}
-    divisor = config.input.size_divisible
-    images = []
-    for image_id in sorted(coco.imgs):
-        record = coco.imgs[image_id]
-        height, width = int(record["height"]), int(record["width"])
-        scale = resize_scale(height, width, config.input.min_size, config.input.max_size)
-        # torch.nn.functional.interpolate(scale_factor=s, recompute_scale_factor=True) gives floor(size * s).
-        resized = (math.floor(height * scale), math.floor(width * scale))
-        padded = (-(-resized[0] // divisor) * divisor, -(-resized[1] // divisor) * divisor)
-        rows, labels, crowd, ann_ids = [], [], [], []
-        for ann in sorted(coco.imgToAnns.get(image_id, []), key=lambda a: a["id"]):
-            x, y, w, h = ann["bbox"]
-            x1, y1 = min(max(x, 0.0), width), min(max(y, 0.0), height)
-            x2, y2 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
-            if x2 <= x1 or y2 <= y1:  # no location can fall strictly inside it
-                box_attributes[ann["id"]] = _box_attributes((), 0, recallable=False, ambiguous=False, diff=False)
-                continue
-            rows.append((x1, y1, x2, y2))
-            labels.append(label_of[ann["category_id"]])
-            crowd.append(bool(ann.get("iscrowd", 0)))
-            ann_ids.append(int(ann["id"]))
-        boxes = resize_boxes(torch.tensor(rows, dtype=torch.float32).reshape(-1, 4), (height, width), resized)
-        images.append(_Image(image_id, (height, width), resized, padded, boxes,
-                             torch.tensor(labels, dtype=torch.int64), torch.tensor(crowd, dtype=torch.bool),
-                             tuple(ann_ids)))
-    return images
-
-
-def _batches(images: list[_Image], config: Config) -> list[list[_Image]]:
-    """Images grouped by padded size, cut so that each ``assign`` call has at most MAX_BATCH_ELEMENTS."""
-    groups: dict[tuple[int, int], list[_Image]] = defaultdict(list)
-    for image in images:
-        groups[image.padded].append(image)
-    batches = []
-    for padded, members in sorted(groups.items()):
-        members.sort(key=lambda image: -len(image.ann_ids))
-        num_points = sum(h * w for h, w in feature_shapes(padded, len(config.model.strides)))
-        start = 0
-        while start < len(members):
-            per_image = num_points * max(len(members[start].ann_ids), 1)  # the first has the most boxes
-            count = max(1, MAX_BATCH_ELEMENTS // per_image)
-            batches.append(members[start : start + count])
-            start += count
-    return batches
 
 
 def _box_attributes(levels: Sequence[int], count: int, *, recallable: bool | None, ambiguous: bool,
@@ -207,10 +137,9 @@ def assignment_attributes(
         ``num_candidates``, ``ambiguous``, ``ambiguous_diff_class`` and ``target_ann_id`` (the box of
         minimal area its location regresses, None for background).
     """
-    strides = tuple(config.model.strides)
-    level_numbers = [int(round(math.log2(s))) for s in strides]  # 3 for P3 (stride 8)
+    objective = Objective.from_config(config)
+    level_numbers = [int(round(math.log2(s))) for s in objective.strides]  # 3 for P3 (stride 8)
     level_of = {number: i for i, number in enumerate(level_numbers)}
-    box_attributes: dict[int, dict[str, Any]] = {}
     prediction_attributes: list[dict[str, Any]] = [dict(_NO_LOCATION) for _ in detections]
     by_image: dict[int, list[int]] = defaultdict(list)
     for index, det in enumerate(detections):
@@ -219,17 +148,25 @@ def assignment_attributes(
             by_image[det["image_id"]].append(index)
     off_grid = len(detections) - sum(len(v) for v in by_image.values())
 
-    for batch in _batches(_images(coco, config, box_attributes), config):
-        padded = batch[0].padded
-        locations = make_locations(feature_shapes(padded, len(strides)), strides, offset=config.assign.location_offset,
-                                   image_size=padded if config.assign.stride_from_image else None)
-        gt = pad_ground_truth([i.boxes for i in batch], [i.labels for i in batch], [i.crowd for i in batch])
-        settings = config.assign
-        result = assign(locations, gt, settings.size_ranges, size_range_inclusive=settings.size_range_inclusive,
-                        center_sampling_radius=settings.center_sampling_radius,
-                        area_tiebreak_float32=settings.area_tiebreak_float32)
-        num_images, num_points, num_boxes = result.candidates.shape
-        num_levels = len(strides)
+    # Each image's boxes at the training resize, exactly as the data loader makes them; crowd boxes are
+    # kept but never assigned; degenerate boxes (no area once clipped) cannot be.
+    padded, info = boxes_for_config(coco.dataset, "ground truth", config, crowd="ignore", drop_degenerate=False)
+    annotation_ids = info["annotation_ids"]
+    box_attributes: dict[int, dict[str, Any]] = {
+        int(annotation_ids[a]): _box_attributes((), 0, recallable=False, ambiguous=False, diff=False)
+        for a in np.flatnonzero(info["degenerate"])
+    }
+    row_of_image = {int(image_id): row for row, image_id in enumerate(padded.image_ids)}
+    for padded_size, members in batches(padded, objective.strides, max_elements=MAX_BATCH_ELEMENTS):
+        index = torch.from_numpy(members)
+        num_boxes = int(padded.valid[index].sum(1).max())
+        annotation_index = padded.annotation_index[index, :num_boxes]
+        gt = GroundTruth(padded.boxes[index, :num_boxes], padded.labels[index, :num_boxes],
+                         padded.valid[index, :num_boxes], padded.crowd[index, :num_boxes])
+        locations = objective.image_locations(padded_size)
+        result = objective.assign(locations, gt)
+        num_images, num_points, _ = result.candidates.shape
+        num_levels = len(objective.strides)
 
         # Positive locations per (image, level, box) after the minimal-area rule; column 0 = background.
         key = (torch.arange(num_images)[:, None] * num_levels + locations.level_index[None]) * (num_boxes + 1)
@@ -239,39 +176,48 @@ def assignment_attributes(
         diff_class, box_ambiguous, box_diff = _ambiguity(result, gt.labels)
         totals = positives.sum(dim=1).tolist()  # [B][M]
         on_level = (positives > 0).permute(0, 2, 1).tolist()  # [B][M][L]
-        box_ambiguous, box_diff = box_ambiguous.tolist(), box_diff.tolist()
-        for b, image in enumerate(batch):
-            crowd = image.crowd.tolist()
-            for m, ann_id in enumerate(image.ann_ids):
-                levels = [number for number, hit in zip(level_numbers, on_level[b][m]) if hit]
-                box_attributes[ann_id] = _box_attributes(
-                    levels, totals[b][m], recallable=None if crowd[m] else totals[b][m] > 0,
-                    ambiguous=box_ambiguous[b][m], diff=box_diff[b][m])
+        box_ambiguous, box_diff, crowd = box_ambiguous.tolist(), box_diff.tolist(), gt.crowd.tolist()
+        for b, m in zip(*[t.tolist() for t in gt.valid.nonzero(as_tuple=True)]):
+            levels = [number for number, hit in zip(level_numbers, on_level[b][m]) if hit]
+            ann_id = int(annotation_ids[int(annotation_index[b, m])])
+            box_attributes[ann_id] = _box_attributes(
+                levels, totals[b][m], recallable=None if crowd[b][m] else totals[b][m] > 0,
+                ambiguous=box_ambiguous[b][m], diff=box_diff[b][m])
 
         # Each prediction's location, mapped into the resized frame and onto its level's grid.
-        rows = [(b, index) for b, image in enumerate(batch) for index in by_image.get(image.image_id, [])]
+        image_ids = padded.image_ids[members].tolist()
+        rows = [(b, det) for b, image_id in enumerate(image_ids) for det in by_image.pop(image_id, [])]
         if not rows:
             continue
         image_index = torch.tensor([b for b, _ in rows])
-        ratio = torch.tensor([[i.resized[1] / i.size[1], i.resized[0] / i.size[0]] for i in batch], dtype=torch.float64)
-        xy = torch.tensor([detections[index]["location"] for _, index in rows], dtype=torch.float64)
+        ratio = torch.from_numpy(padded.resized_sizes[members] / padded.sizes[members])[:, [1, 0]]  # (w, h) float64
+        xy = torch.tensor([detections[det]["location"] for _, det in rows], dtype=torch.float64)
         xy = (xy * ratio[image_index]).to(torch.float32)
-        level = torch.tensor([level_of[detections[index]["level"]] for _, index in rows])
+        level = torch.tensor([level_of[detections[det]["level"]] for _, det in rows])
         point, on_grid = _grid_index(locations, level, xy)
         num_candidates = result.num_candidates[image_index, point].tolist()
         target = result.matched_gt[image_index, point].tolist()
         diff = diff_class[image_index, point].tolist()
         on_grid = on_grid.tolist()
-        for k, (b, index) in enumerate(rows):
+        for k, (b, det) in enumerate(rows):
             if not on_grid[k]:
                 off_grid += 1
                 continue
-            prediction_attributes[index] = {
+            ann = int(annotation_index[b, target[k]]) if target[k] >= 0 else -1
+            prediction_attributes[det] = {
                 "num_candidates": num_candidates[k],
                 "ambiguous": num_candidates[k] > 1,
                 "ambiguous_diff_class": diff[k],
-                "target_ann_id": batch[b].ann_ids[target[k]] if target[k] >= 0 else None,
+                "target_ann_id": int(annotation_ids[ann]) if ann >= 0 else None,
             }
+    # Detections on images without any box: their locations are background, never ambiguous.
+    for image_id, indices in by_image.items():
+        for det in indices:
+            if image_id in row_of_image:
+                prediction_attributes[det] = {"num_candidates": 0, "ambiguous": False,
+                                              "ambiguous_diff_class": False, "target_ann_id": None}
+            else:
+                off_grid += 1
     if off_grid:
         logger.warning(
             "%d of %d detections have no level/location on the %s grid (made with another preset or input "

@@ -80,27 +80,21 @@ def evaluate_checkpoint(checkpoint: str | Path, postprocess_from: Config | None 
         ``metrics`` (fractions), ``result`` (the :class:`~fcos_lab.evaluate.EvalResult`), ``detections``
         (records), ``config`` (the one predicted with), ``val_ann``, ``val_images``, ``seconds``.
     """
-    from fcos_lab.checkpoint import load_checkpoint, load_model_weights
     from fcos_lab.data.splits import build_datasets
     from fcos_lab.detections_file import save_detections
-    from fcos_lab.distributed import resolve_device
     from fcos_lab.evaluate import evaluate_detections
-    from fcos_lab.model.detector import build_model
     from fcos_lab.predict import predict_dataset
+    from fcos_lab.runs import load_detector
 
     started = time.perf_counter()
-    payload = load_checkpoint(checkpoint)
-    config = payload["config"]
+    loaded = load_detector(checkpoint, device=device)
+    config = loaded.config
     if postprocess_from is not None:
         config = replace(config, postprocess=postprocess_from.postprocess)
     if data_from is not None:
         config = resolve(config, {k: v for k, v in data_from.overrides_for(config).items() if k.startswith("data.")})
-    torch_device = resolve_device(device)
-    model = build_model(config)
-    load_model_weights(model, payload)
-    model = model.to(torch_device)
     _, val_set = build_datasets(config, need_train=False)
-    detections = predict_dataset(model, config, val_set, device=torch_device, batch_size=batch_size)
+    detections = predict_dataset(loaded.model, config, val_set, device=loaded.device, batch_size=batch_size)
     if detections_path is not None:
         save_detections(detections_path, detections)
     result = evaluate_detections(val_set.coco, detections, class_agnostic=class_agnostic, max_dets=max_dets)

@@ -24,8 +24,9 @@ from PIL import Image, ImageOps
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from fcos_lab.boxes import BOX_CONVENTIONS, coco_to_xyxy
 from fcos_lab.data.coco_annotations import is_json_int, load_coco_annotations
-from fcos_lab.data.transforms import ImageBatch, hflip, normalize, pad_batch, resize_boxes, resize_image
+from fcos_lab.data.transforms import RESIZE_RULES, ImageBatch, hflip, normalize, pad_batch, resize_boxes, resize_image
 from fcos_lab.errors import DataError
 
 logger = logging.getLogger("fcos_lab.data")
@@ -105,6 +106,8 @@ class CocoDetection(Dataset):
         train: bool,
         min_size: int | tuple[int, int] = 800,
         max_size: int = 1333,
+        resize_rule: str = "torchvision",
+        box_convention: str = "continuous",
         flip_prob: float = 0.5,
         on_bad_image: str = "error",
         seed: int = 0,
@@ -121,6 +124,8 @@ class CocoDetection(Dataset):
             min_size: shorter side after resizing; ``(lo, hi)`` samples it uniformly from the
                 integers in [lo, hi] in training and uses ``hi`` in evaluation.
             max_size: upper bound on the longer side after resizing.
+            resize_rule: how the resized size is computed (:func:`fcos_lab.data.transforms.resized_size`).
+            box_convention: how ``[x, y, w, h]`` becomes a box (:func:`fcos_lab.boxes.coco_to_xyxy`).
             flip_prob: horizontal flip probability (training only).
             on_bad_image: ``"error"`` raises :class:`DataError` on an unreadable image; ``"skip"``
                 logs it and returns the next readable image.
@@ -142,6 +147,12 @@ class CocoDetection(Dataset):
         self.train = train
         self.min_size_range: tuple[int, int] = sizes
         self.max_size = max_size
+        if resize_rule not in RESIZE_RULES:
+            raise ValueError(f"resize_rule must be one of {RESIZE_RULES}, got {resize_rule!r}")
+        if box_convention not in BOX_CONVENTIONS:
+            raise ValueError(f"box_convention must be one of {BOX_CONVENTIONS}, got {box_convention!r}")
+        self.resize_rule = resize_rule
+        self.box_convention = box_convention
         self.flip_prob = flip_prob if train else 0.0
         self.on_bad_image = on_bad_image
         self.seed = seed
@@ -171,17 +182,20 @@ class CocoDetection(Dataset):
         for image_id in candidates:
             width, height = self.coco.imgs[image_id]["width"], self.coco.imgs[image_id]["height"]
             start = len(rows)
-            for ann in sorted(self.coco.imgToAnns.get(image_id, []), key=lambda a: a["id"]):
-                x, y, w, h = ann["bbox"]
-                x1, y1 = min(max(x, 0.0), width), min(max(y, 0.0), height)
-                x2, y2 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
-                if x2 <= x1 or y2 <= y1:
-                    degenerate_images.append(image_id)
+            anns = sorted(self.coco.imgToAnns.get(image_id, []), key=lambda a: a["id"])
+            boxes, degenerate = coco_to_xyxy(
+                np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4),
+                np.array([[height, width]] * len(anns)).reshape(-1, 2), self.box_convention,
+            )
+            if degenerate.any():
+                degenerate_images.extend([image_id] * int(degenerate.sum()))
+            for ann, box, bad in zip(anns, boxes.tolist(), degenerate.tolist()):
+                if bad:
                     continue
                 # Deviation from paper: its code (maskrcnn-benchmark) drops iscrowd annotations here; we
                 # pass them on, flagged, so that assignment and statistics can decide what to do with them.
                 label = self.category_id_to_label[ann["category_id"]]
-                rows.append((x1, y1, x2, y2, label, bool(ann.get("iscrowd", 0)), ann["id"]))
+                rows.append((*box, label, bool(ann.get("iscrowd", 0)), ann["id"]))
             if self.train and all(row[5] for row in rows[start:]):
                 # As the paper's code (FCOS/maskrcnn-benchmark) does: an image without a usable box
                 # contributes only negatives, and is skipped in training.
@@ -281,8 +295,8 @@ class CocoDetection(Dataset):
         else:
             min_size = self.min_size_range[1]
         if flipped:
-            image, boxes = hflip(image, boxes)
-        image = resize_image(normalize(image), min_size, self.max_size)
+            image, boxes = hflip(image, boxes, 1.0 if self.box_convention == "legacy" else 0.0)
+        image = resize_image(normalize(image), min_size, self.max_size, self.resize_rule)
         size = (int(image.shape[-2]), int(image.shape[-1]))
         boxes = resize_boxes(boxes, orig_size, size)
         target = {

@@ -2,9 +2,21 @@
 
 Images are resized so that the shorter side is ``min_size`` (800) and the longer side at most
 ``max_size`` (1333), normalized with the ImageNet statistics of torchvision's backbones, and padded
-to a multiple of 32 at the bottom and right. The resize reproduces torchvision's
-``GeneralizedRCNNTransform`` bit for bit (same scale formula, same interpolation call), so the
-torchvision-parity preset sees exactly the tensors torchvision's FCOS sees.
+to a multiple of 32 at the bottom and right.
+
+The resized size is an integer computation, :func:`resized_size`, with two rules:
+
+- ``"official"``: the authors' ``Resize.get_size`` (FCOS / maskrcnn-benchmark). The shorter side is
+  exactly ``min_size`` and the longer ``int(min_size * long / short)``; when that would pass
+  ``max_size``, the shorter side becomes ``round(max_size * short / long)`` first.
+- ``"torchvision"``: ``GeneralizedRCNNTransform``'s ``floor(side * scale)`` with
+  ``scale = min(min_size / short, max_size / long)`` in double precision, as its eager code computes it.
+  The shorter side can then come out one pixel short (437 x 611 -> 800 x 1118, but 620 x 748 ->
+  800 x 965 only because of rounding luck), so the rules differ on about half of COCO's image sizes.
+
+Pixels are then bilinearly interpolated to that size (``align_corners=False``), the call torchvision makes,
+so the torchvision-parity preset sees exactly torchvision's tensors. Boxes scale by the per-axis ratios
+``new / old`` in float32, as both codebases do.
 
 Shapes: images ``[3, H, W]`` float in [0, 1] before :func:`normalize`; boxes ``[M, 4]`` xyxy in
 absolute pixels of the image they belong to.
@@ -51,22 +63,41 @@ def check_boxes(boxes: Tensor, name: str = "boxes") -> None:
         raise InputError(f"{name}: box {bad} has a NaN or infinite coordinate: {boxes[bad].tolist()}")
 
 
-def resize_scale(height: int, width: int, min_size: float, max_size: float) -> float:
-    """The scale that makes the shorter side ``min_size`` with the longer side at most ``max_size``.
+RESIZE_RULES = ("official", "torchvision")
 
-    Computed in float32 exactly as torchvision's ``_resize_image_and_masks`` does.
+
+def resized_size(height: int, width: int, min_size: float, max_size: float, rule: str = "torchvision") -> tuple[int, int]:
+    """``(h, w)`` of an image of ``height x width`` after the training/testing resize (Section 4).
+
+    Args:
+        height, width: the image's size.
+        min_size, max_size: the shorter side's target and the longer side's limit (800, 1333).
+        rule: ``"official"`` (the authors' ``Resize.get_size``) or ``"torchvision"``
+            (``GeneralizedRCNNTransform``); see the module docstring. The default is torchvision's, which
+            this function has always reproduced; presets name their rule in ``input.resize_rule``.
     """
-    shape = torch.tensor([height, width])
-    scale = torch.min(min_size / torch.min(shape).to(torch.float32), max_size / torch.max(shape).to(torch.float32))
-    return scale.item()
+    short, long = min(height, width), max(height, width)
+    if rule == "torchvision":
+        scale = min(min_size / short, max_size / long)  # Python floats: torchvision's eager (non-scripted) path
+        return int(height * scale), int(width * scale)
+    if rule != "official":
+        raise InputError(f"resize rule must be one of {RESIZE_RULES}, got {rule!r}")
+    size = min_size
+    if long / short * size > max_size:
+        size = int(round(max_size * short / long))
+    if short == size:
+        return height, width
+    if width < height:
+        return int(size * height / width), int(size)
+    return int(size), int(size * width / height)
 
 
-def resize_image(image: Tensor, min_size: float, max_size: float) -> Tensor:
-    """Bilinearly resize ``image`` ``[3, H, W]`` with :func:`resize_scale`; returns ``[3, H', W']``."""
-    scale = resize_scale(image.shape[-2], image.shape[-1], min_size, max_size)
-    return F.interpolate(
-        image[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True, align_corners=False
-    )[0]
+def resize_image(image: Tensor, min_size: float, max_size: float, rule: str = "torchvision") -> Tensor:
+    """Bilinearly resize ``image`` ``[3, H, W]`` to :func:`resized_size`; returns ``[3, H', W']``."""
+    size = resized_size(int(image.shape[-2]), int(image.shape[-1]), min_size, max_size, rule)
+    # Deviation from paper: the authors resize 8-bit PIL images (antialiased bilinear); we interpolate the
+    # float tensor without antialiasing, as torchvision does. Sizes are the authors' (rule "official").
+    return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
 
 
 def resize_boxes(boxes: Tensor, original_size: tuple[int, int], new_size: tuple[int, int]) -> Tensor:
@@ -77,9 +108,13 @@ def resize_boxes(boxes: Tensor, original_size: tuple[int, int], new_size: tuple[
     return boxes * scale
 
 
-def hflip(image: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
-    """Mirror ``image`` ``[3, H, W]`` and its xyxy ``boxes`` ``[M, 4]`` left to right."""
-    width = image.shape[-1]
+def hflip(image: Tensor, boxes: Tensor, pixel_offset: float = 0.0) -> tuple[Tensor, Tensor]:
+    """Mirror ``image`` ``[3, H, W]`` and its xyxy ``boxes`` ``[M, 4]`` left to right.
+
+    ``pixel_offset`` is 1 for "legacy" boxes, whose right edge is ``x + w - 1`` (maskrcnn-benchmark maps
+    ``x`` to ``W - 1 - x``), 0 for continuous boxes (``x`` to ``W - x``).
+    """
+    width = image.shape[-1] - pixel_offset
     flipped = boxes[:, [2, 1, 0, 3]] * torch.tensor([-1.0, 1.0, -1.0, 1.0], dtype=boxes.dtype) + torch.tensor(
         [width, 0.0, width, 0.0], dtype=boxes.dtype
     )
@@ -130,17 +165,19 @@ def preprocess(
     size_divisible: int = 32,
     mean: tuple[float, ...] = IMAGENET_MEAN,
     std: tuple[float, ...] = IMAGENET_STD,
+    resize_rule: str = "torchvision",
 ) -> ImageBatch:
     """Test-time preprocessing of raw images ``[3, H, W]`` in [0, 1]: normalize, resize, pad.
 
     The order (normalize, then resize) is torchvision's; both are linear so it only matters to the last bit.
+    ``resize_rule`` is a :func:`resized_size` rule (``config.input.resize_rule``).
     """
     if not isinstance(images, (list, tuple)) or not images:
         raise InputError("images: expected a non-empty list of [3, H, W] tensors")
     resized = []
     for i, image in enumerate(images):
         check_image(image, f"images[{i}]")
-        resized.append(resize_image(normalize(image, mean, std), min_size, max_size))
+        resized.append(resize_image(normalize(image, mean, std), min_size, max_size, resize_rule))
     return ImageBatch(
         tensors=pad_batch(resized, size_divisible),
         image_sizes=tuple((int(r.shape[-2]), int(r.shape[-1])) for r in resized),

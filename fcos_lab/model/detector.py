@@ -1,8 +1,9 @@
 """The FCOS detector (Figure 2): backbone, feature pyramid, shared head.
 
-``forward(images)`` returns predictions only, the same :class:`FCOSOutput` in training and
-evaluation; the training loop calls :func:`fcos_lab.targets.assign` and :func:`fcos_lab.losses.fcos_loss`,
-and inference calls :func:`fcos_lab.postprocess.postprocess`.
+``forward(images)`` returns predictions only, the same :class:`FCOSOutput` in training and evaluation:
+the dense maps and the geometry they were computed on (feature-map shapes, padded input size). Where
+each output lives on the image (its *location*, Section 3.1) is a setting of the training objective:
+:meth:`fcos_lab.objective.Objective.locations` computes it for training, statistics and inference alike.
 """
 
 from __future__ import annotations
@@ -12,12 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from fcos_lab.config import AssignConfig, ModelConfig
-from fcos_lab.errors import InputError
-from fcos_lab.model.backbone import ResNetBody, build_resnet
-from fcos_lab.model.fpn import FPN
+from fcos_lab.config import ModelConfig
 from fcos_lab.model.head import FCOSHead
-from fcos_lab.points import Locations, make_locations
+from fcos_lab.model.pyramid import PyramidDetector
 
 
 @dataclass(frozen=True)
@@ -28,35 +26,16 @@ class FCOSOutput:
         cls_logits: ``[B, P, C]`` classification logits (C binary classifiers, Section 3.1).
         box_regression: ``[B, P, 4]`` predicted l, t, r, b in input-image pixels.
         centerness_logits: ``[B, P]`` center-ness logits, or None without the branch.
-        locations: the location of each of the P outputs.
+        feature_shapes: ``(H_l, W_l)`` of each level; the P outputs are these grids flattened level by
+            level, row-major.
+        image_size: ``(H, W)`` of the padded input batch.
     """
 
     cls_logits: Tensor
     box_regression: Tensor
     centerness_logits: Tensor | None
-    locations: Locations
-
-
-class PyramidDetector(nn.Module):
-    """Backbone and feature pyramid shared by FCOS and the anchor-based baselines."""
-
-    def __init__(self, model: ModelConfig) -> None:
-        super().__init__()
-        self.config = model
-        self.strides = tuple(model.strides)
-        self.backbone = ResNetBody(build_resnet(model.backbone, model.pretrained_backbone, model.frozen_stages, model.backbone_norm))
-        self.fpn = FPN(self.backbone.out_channels, model.fpn_channels, model.p6p7_from)
-
-    def pyramid(self, images: Tensor) -> list[Tensor]:
-        """Check the padded batch ``[B, 3, H, W]`` and return the pyramid levels P3..P7."""
-        if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3:
-            shape = list(images.shape) if isinstance(images, Tensor) else type(images).__name__
-            raise InputError(f"images: expected a batch tensor [B, 3, H, W], got {shape}")
-        if not images.is_floating_point():
-            raise InputError(f"images: expected a floating-point tensor, got {images.dtype}")
-        if getattr(self, "channels_last", False):
-            images = images.contiguous(memory_format=torch.channels_last)
-        return self.fpn(self.backbone(images))
+    feature_shapes: tuple[tuple[int, int], ...]
+    image_size: tuple[int, int]
 
 
 class FCOS(PyramidDetector):
@@ -64,14 +43,10 @@ class FCOS(PyramidDetector):
 
     Args:
         model: architecture switches.
-        assign: only the location switches are used here (offset and torchvision's stride quirk).
     """
 
-    def __init__(self, model: ModelConfig, assign: AssignConfig | None = None) -> None:
+    def __init__(self, model: ModelConfig) -> None:
         super().__init__(model)
-        assign = assign or AssignConfig()
-        self.location_offset = assign.location_offset
-        self.stride_from_image = assign.stride_from_image
         self.head = FCOSHead(
             model.fpn_channels,
             model.num_classes,
@@ -89,24 +64,17 @@ class FCOS(PyramidDetector):
         features = self.pyramid(images)
         cls_logits, box_regression, centerness_logits = self.head(features)
         shapes = tuple((int(f.shape[-2]), int(f.shape[-1])) for f in features)
-        locations = make_locations(
-            shapes,
-            self.strides,
-            offset=self.location_offset,
-            image_size=tuple(images.shape[-2:]) if self.stride_from_image else None,
-            device=images.device,
-        )
-        return FCOSOutput(cls_logits, box_regression, centerness_logits, locations)
+        return FCOSOutput(cls_logits, box_regression, centerness_logits, shapes, (int(images.shape[-2]), int(images.shape[-1])))
 
 
 def build_model(config) -> nn.Module:
     """The detector of a :class:`fcos_lab.config.Config`: FCOS, or an anchor-based baseline."""
     if config.model.detector == "anchor":
-        from fcos_lab.model.anchor_detector import AnchorDetector
+        from fcos_lab.anchor_based.detector import AnchorDetector
 
-        model: nn.Module = AnchorDetector(config.model, config.assign)
+        model: nn.Module = AnchorDetector(config.model)
     else:
-        model = FCOS(config.model, config.assign)
+        model = FCOS(config.model)
     if config.train.channels_last:
         # NHWC activations: faster oneDNN / cuDNN convolutions; inputs are converted in forward.
         model = model.to(memory_format=torch.channels_last)

@@ -13,10 +13,10 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-from fcos_lab.analysis.anchors import generate_anchors
-from fcos_lab.config import AssignConfig, ModelConfig
-from fcos_lab.model.detector import PyramidDetector
+from fcos_lab.anchor_based.anchors import generate_anchors
+from fcos_lab.config import ModelConfig
 from fcos_lab.model.head import FCOSHead
+from fcos_lab.model.pyramid import PyramidDetector
 from fcos_lab.points import Locations
 
 
@@ -52,7 +52,7 @@ def _anchors_cached(shapes, strides, sizes, scales, ratios, device: str) -> tupl
 class AnchorDetector(PyramidDetector):
     """RetinaNet (9 anchors, C classes) or an RPN (3 anchors, one class), by configuration."""
 
-    def __init__(self, model: ModelConfig, assign: AssignConfig | None = None) -> None:
+    def __init__(self, model: ModelConfig) -> None:
         super().__init__(model)
         self.num_anchors = len(model.anchor_scales) * len(model.anchor_ratios)
         self.head = FCOSHead(

@@ -6,8 +6,8 @@ for the ground-truth box of highest IoU when that IoU is >= 0.5 and negative bel
 between). "Low-quality matches" additionally make positive, for every ground-truth box, the anchors
 of highest IoU with it (ties included); Table 1 compares three variants of that rule.
 
-Both the anchor layout and the matcher are written so that a RetinaNet baseline can reuse them for
-training: anchors are flattened level by level, row-major within a level, with the 9 cell anchors
+The anchor layout and the matcher serve both Table 1's statistics and the RetinaNet / RPN baselines'
+training (:mod:`fcos_lab.anchor_based.detector`, :mod:`fcos_lab.anchor_based.losses`): anchors are flattened level by level, row-major within a level, with the 9 cell anchors
 innermost (``[P * A, 4]``, channels-last like the head outputs), and :func:`match_anchors` takes an IoU
 matrix with or without a batch dimension.
 
@@ -24,12 +24,14 @@ import torch
 import torchvision
 from torch import Tensor
 
+from fcos_lab import paper
 from fcos_lab.errors import InputError
 
-RETINANET_STRIDES = (8, 16, 32, 64, 128)  # P3..P7
-RETINANET_SIZES = (32.0, 64.0, 128.0, 256.0, 512.0)  # anchor_scale 4 * stride
-RETINANET_SCALES = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))  # 3 scales per octave
-RETINANET_ASPECT_RATIOS = (0.5, 1.0, 2.0)  # h / w
+# RetinaNet's anchor layout is written once, in fcos_lab.paper.
+RETINANET_STRIDES = paper.STRIDES
+RETINANET_SIZES = paper.RETINANET_ANCHOR_SIZES
+RETINANET_SCALES = paper.RETINANET_ANCHOR_SCALES
+RETINANET_ASPECT_RATIOS = paper.RETINANET_ANCHOR_RATIOS
 
 LowQuality = Literal["none", "0.4", "all"]
 LOW_QUALITY_CHOICES: tuple[str, ...] = ("none", "0.4", "all")

@@ -20,7 +20,7 @@ from torch import Tensor
 from torchvision.models.detection._utils import BoxCoder
 from torchvision.ops import sigmoid_focal_loss
 
-from fcos_lab.analysis.anchors import MATCH_IGNORED, match_anchors, pairwise_box_iou
+from fcos_lab.anchor_based.anchors import MATCH_IGNORED, match_anchors, pairwise_box_iou
 from fcos_lab.losses import reduce_mean
 from fcos_lab.targets import GroundTruth
 

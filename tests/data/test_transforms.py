@@ -15,33 +15,78 @@ from fcos_lab.data.transforms import (
     preprocess,
     resize_boxes,
     resize_image,
-    resize_scale,
+    resized_size,
 )
 from fcos_lab.errors import InputError
 
 
 @pytest.mark.parametrize(
-    "height, width, numerator, denominator",
+    "height, width, official, torchvision",
     [
-        # Shorter side to 800 unless the longer side would pass 1333:
-        (480, 640, 800, 480),  # 1.6667; the longer side becomes 1066.7 < 1333
-        (600, 2000, 1333, 2000),  # 800/600 = 1.333 would make 2667 > 1333: 0.6665 instead
-        (800, 800, 800, 800),  # 1
-        (1000, 500, 1333, 1000),  # portrait: 800/500 = 1.6 would make 1600 > 1333: 1.333 instead
+        # 480x640: the shorter side to 800, the longer 800 * 640 / 480 = 1066.67 -> 1066 (both rules).
+        (480, 640, (800, 1066), (800, 1066)),
+        # 437x611 (the defect of issue #16): torchvision's eager scale is the double 800 / 437 =
+        # 1.8306636155606408 and 437 * it = 800.0 exactly, so 800; the long side 611 * it = 1118.54 -> 1118.
+        # The old float32 scale 1.83066356 gave 437 * it = 799.99998 -> 799. The authors: 800, int(1118.54).
+        (437, 611, (800, 1118), (800, 1118)),
+        (620, 748, (800, 965), (800, 965)),
+        (365, 354, (824, 800), (824, 800)),
+        # 600x2000: 800 / 600 would make the long side 2667 > 1333. torchvision: scale 1333 / 2000 = 0.6665,
+        # 600 * 0.6665 = 399.9 -> 399. The authors: size = round(1333 * 600 / 2000) = round(399.9) = 400,
+        # then the long side int(400 * 2000 / 600) = int(1333.33) = 1333.
+        (600, 2000, (400, 1333), (399, 1333)),
+        # 1000x500 (portrait): 1600 > 1333. torchvision: scale 1.333 -> (1333, 666.5 -> 666). The authors:
+        # size = round(1333 * 500 / 1000) = round(666.5) = 666 (round half to even), long int(666 * 2) = 1332.
+        (1000, 500, (1332, 666), (1333, 666)),
+        # Already at the target: unchanged by both.
+        (800, 800, (800, 800), (800, 800)),
+        (800, 1200, (800, 1200), (800, 1200)),
     ],
 )
-def test_resize_scale(height, width, numerator, denominator):
-    got = resize_scale(height, width, 800, 1333)
-    assert got == pytest.approx(numerator / denominator, rel=1e-6)
-    # Bit for bit torchvision's float32 arithmetic: a Python number divided by a float32 tensor, which is
-    # not always the correctly rounded quotient (800 / 480 gives 1.66666675, not 1.66666663).
-    assert got == (numerator / torch.tensor(float(denominator))).item()
+def test_resized_size_by_hand(height, width, official, torchvision):
+    assert resized_size(height, width, 800, 1333, "official") == official
+    assert resized_size(height, width, 800, 1333, "torchvision") == torchvision
+    assert resize_image(torch.rand(3, height, width), 800, 1333, "official").shape == (3, *official)
+    assert resize_image(torch.rand(3, height, width), 800, 1333, "torchvision").shape == (3, *torchvision)
 
 
-def test_resize_image_sizes():
-    # 480x640 * 1.6667 -> 800x1066 (floor of 1066.67); 600x2000 * 0.6665 -> 399x1333.
-    assert resize_image(torch.rand(3, 480, 640), 800, 1333).shape == (3, 800, 1066)
-    assert resize_image(torch.rand(3, 600, 2000), 800, 1333).shape == (3, 399, 1333)
+def test_resized_size_rejects_an_unknown_rule():
+    with pytest.raises(InputError, match="resize rule"):
+        resized_size(10, 10, 8, 13, "nearest")
+
+
+def _authors_get_size(width: int, height: int, min_size: int, max_size: int) -> tuple[int, int]:
+    """``Resize.get_size`` of the FCOS / maskrcnn-benchmark code, restated as the reference (returns (h, w))."""
+    size = min_size
+    min_original, max_original = float(min(width, height)), float(max(width, height))
+    if max_original / min_original * size > max_size:
+        size = int(round(max_size * min_original / max_original))
+    if (width <= height and width == size) or (height <= width and height == size):
+        return height, width
+    if width < height:
+        return int(size * height / width), size
+    return size, int(size * width / height)
+
+
+def _many_sizes() -> list[tuple[int, int]]:
+    generator = torch.Generator().manual_seed(5)
+    sizes = torch.randint(1, 3000, (300, 2), generator=generator).tolist()
+    return [tuple(s) for s in sizes] + [(1, 1), (1, 4000), (4000, 1), (799, 1333), (800, 1334), (2, 3)]
+
+
+def test_official_rule_is_the_authors_get_size_on_many_sizes():
+    for height, width in _many_sizes():
+        for min_size, max_size in ((800, 1333), (640, 1333), (128, 192)):
+            expected = _authors_get_size(width, height, min_size, max_size)
+            assert resized_size(height, width, min_size, max_size, "official") == expected, (height, width)
+
+
+def test_torchvision_rule_is_generalized_rcnn_transform_on_many_sizes():
+    # Sizes only (pixels are checked below): the resize of a tiny constant image costs little.
+    transform = GeneralizedRCNNTransform(800, 1333, list(IMAGENET_MEAN), list(IMAGENET_STD)).eval()
+    for height, width in _many_sizes()[:120]:
+        expected = transform([torch.zeros(3, height, width)])[0].image_sizes[0]
+        assert resized_size(height, width, 800, 1333, "torchvision") == tuple(expected), (height, width)
 
 
 def test_resize_boxes_by_hand():
@@ -62,6 +107,8 @@ def test_hflip_by_hand_and_twice_is_identity():
     assert torch.equal(twice_boxes, boxes)
     # No boxes is fine.
     assert hflip(image, torch.zeros(0, 4))[1].shape == (0, 4)
+    # "Legacy" boxes end at x + w - 1: maskrcnn-benchmark maps x to W - 1 - x, so (1, 2, 4, 5) -> (5, 2, 8, 5).
+    assert hflip(image, boxes[:1], pixel_offset=1.0)[1].tolist() == [[5.0, 2.0, 8.0, 5.0]]
 
 
 def test_normalize():
@@ -84,13 +131,12 @@ def test_pad_batch():
 @pytest.mark.parametrize("sizes", [[(480, 640)], [(480, 640), (600, 2000), (333, 517)], [(100, 150), (150, 100)]])
 def test_preprocess_sizes_multiple_of_32(sizes):
     images = [torch.rand(3, h, w) for h, w in sizes]
-    batch = preprocess(images, 800, 1333, 32)
+    batch = preprocess(images, 800, 1333, 32, resize_rule="official")
     _, channels, height, width = batch.tensors.shape
     assert channels == 3 and height % 32 == 0 and width % 32 == 0
     assert batch.original_sizes == tuple(sizes)
     for (h, w), (rh, rw) in zip(sizes, batch.image_sizes):
-        scale = resize_scale(h, w, 800, 1333)
-        assert (rh, rw) == (int(h * scale), int(w * scale))
+        assert (rh, rw) == resized_size(h, w, 800, 1333, "official")
         assert min(rh, rw) <= 800 and max(rh, rw) <= 1333
     # Padded to the largest image, rounded up to the next multiple of 32.
     max_h = max(h for h, _ in batch.image_sizes)
@@ -98,13 +144,14 @@ def test_preprocess_sizes_multiple_of_32(sizes):
     assert max_h <= height < max_h + 32 and max_w <= width < max_w + 32
 
 
-def test_preprocess_matches_torchvision_transform():
-    # The resize is torchvision's GeneralizedRCNNTransform bit for bit (same sizes, same pixels).
+@pytest.mark.parametrize("sizes", [[(97, 131), (140, 90)], [(437 // 4, 611 // 4), (155, 187)]])
+def test_preprocess_matches_torchvision_transform(sizes):
+    # The "torchvision" rule is GeneralizedRCNNTransform bit for bit (same sizes, same pixels).
     generator = torch.Generator().manual_seed(0)
-    images = [torch.rand(3, 97, 131, generator=generator), torch.rand(3, 140, 90, generator=generator)]
+    images = [torch.rand(3, h, w, generator=generator) for h, w in sizes]
     transform = GeneralizedRCNNTransform(200, 333, list(IMAGENET_MEAN), list(IMAGENET_STD)).eval()
     expected, _ = transform(images)
-    batch = preprocess(images, 200, 333, 32)
+    batch = preprocess(images, 200, 333, 32, resize_rule="torchvision")
     assert list(batch.image_sizes) == [tuple(s) for s in expected.image_sizes]
     torch.testing.assert_close(batch.tensors, expected.tensors)
 

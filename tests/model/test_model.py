@@ -38,7 +38,7 @@ def test_forward_every_preset(name):
     num_classes = config.model.num_classes
     if config.model.detector == "anchor":
         # The RetinaNet / RPN baselines: A anchors per location, the same shapes otherwise.
-        from fcos_lab.model.anchor_detector import AnchorOutput
+        from fcos_lab.anchor_based.detector import AnchorOutput
 
         assert isinstance(out, AnchorOutput)
         num_anchors = len(config.model.anchor_scales) * len(config.model.anchor_ratios)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from fcos_lab.anchor_losses import BOX_CODER, anchor_loss, assign_anchors, decode_to_ltrb, sample_anchors
+from fcos_lab.anchor_based.losses import BOX_CODER, anchor_loss, assign_anchors, decode_to_ltrb, sample_anchors
 from fcos_lab.boxes import decode_ltrb
 from fcos_lab.targets import pad_ground_truth
 
@@ -51,7 +51,7 @@ def test_deltas_round_trip_and_ltrb_form():
 
 def test_rpn_sampling_counts():
     # 1 image, 10 anchors: 6 positive, 3 negative, 1 ignored; sample 4 with at most half positive.
-    from fcos_lab.anchor_losses import AnchorAssignment
+    from fcos_lab.anchor_based.losses import AnchorAssignment
 
     matched = torch.tensor([[0, 0, 0, 0, 0, 0, -1, -1, -1, -2]])
     a = AnchorAssignment(matched, matched.clamp(min=-1), torch.zeros(1, 10, 4), matched >= 0, matched != -2)
@@ -69,7 +69,7 @@ def test_retinanet_loss_by_hand():
     # One positive anchor (class 0 of 2) with logits (0, 0) and exact deltas: focal terms
     # positive class: alpha * (1-p)^2 * -ln p = 0.25 * 0.25 * ln 2; other class: 0.75 * 0.25 * ln 2.
     # One negative anchor with logits (0, 0): two terms of 0.75 * 0.25 * ln 2. One ignored anchor adds nothing.
-    from fcos_lab.anchor_losses import AnchorAssignment
+    from fcos_lab.anchor_based.losses import AnchorAssignment
 
     matched = torch.tensor([[0, -1, -2]])
     labels = torch.tensor([[0, -1, -1]])

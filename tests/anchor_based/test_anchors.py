@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from fcos_lab.analysis.anchors import (
+from fcos_lab.anchor_based.anchors import (
     LOW_QUALITY_CHOICES,
     MATCH_IGNORED,
     MATCH_NEGATIVE,

@@ -1,10 +1,20 @@
-"""Prediction: images in, detections out (Section 3.1 "Inference", Section 4 "Inference Details")."""
+"""Prediction: images in, detections out (Section 3.1 "Inference", Section 4 "Inference Details").
+
+- :func:`detect`, :func:`predict_dataset`, :func:`predict_images`: a model on images, a dataset or files;
+- :func:`predict_dense` and :func:`detections_from`: the network run once on one image, then
+  post-processed as often as a page's sliders ask (the app's Detections and Center-ness pages, Figure 3);
+- :func:`postprocess_output`, :func:`preprocess_images`: the two ends every path shares, resizing with
+  the config's rule and placing the outputs with its :class:`~fcos_lab.objective.Objective`.
+
+Checkpoints become models in :func:`fcos_lab.runs.load_detector`.
+"""
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -18,6 +28,9 @@ from fcos_lab.model.detector import FCOS, FCOSOutput
 from fcos_lab.objective import Objective
 from fcos_lab.postprocess import Detections, postprocess
 from fcos_lab.targets import ground_truth_of
+
+if TYPE_CHECKING:
+    from fcos_lab.runs import LoadedModel
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -74,6 +87,56 @@ def detect(model: FCOS, config: Config, images: list[Tensor]) -> list[Detections
     finally:
         model.train(was_training)
     return postprocess_output(output, batch, config)
+
+
+@dataclass(frozen=True)
+class DensePrediction:
+    """The model's output on one image, the preprocessed batch it came from, and the config used."""
+
+    output: FCOSOutput | AnchorOutput
+    batch: ImageBatch
+    config: Config  # with the input size used
+
+
+def input_size(config: Config, min_size: int | None = None) -> tuple[int, int]:
+    """``(min_size, max_size)`` of the resize: the config's, or ``min_size`` with the longer-side limit scaled
+    in proportion (800 / 1333 becomes 400 / 667, never below the config's own limit)."""
+    i = config.input
+    if min_size is None or min_size == i.min_size:
+        return i.min_size, i.max_size
+    return int(min_size), int(max(i.max_size, round(min_size * i.max_size / i.min_size)))
+
+
+def with_input_size(config: Config, min_size: int | None = None) -> Config:
+    """``config`` whose ``input.min_size`` / ``input.max_size`` are :func:`input_size`'s."""
+    low, high = input_size(config, min_size)
+    return replace(config, input=replace(config.input, min_size=low, max_size=high))
+
+
+@torch.no_grad()
+def predict_dense(loaded: LoadedModel, image: Tensor, min_size: int | None = None) -> DensePrediction:
+    """Run the network once on ``image`` ``[3, H, W]`` in [0, 1] (shorter side ``min_size``, default the config's)."""
+    config = with_input_size(loaded.config, min_size)
+    batch = preprocess_images([image], config)
+    output = loaded.model.eval()(batch.tensors.to(loaded.device))
+    return DensePrediction(output, batch, config)
+
+
+def detections_from(
+    dense: DensePrediction, *, score_thresh: float, nms_thresh: float, use_centerness: bool = True
+) -> Detections:
+    """Post-process a dense prediction with a page's sliders; boxes in the original image's pixels, on the CPU.
+
+    ``use_centerness=False`` ranks by the classification score alone (Table 4, "w/o center-ness").
+    """
+    config = dense.config
+    has_branch = isinstance(dense.output, FCOSOutput) and dense.output.centerness_logits is not None
+    mode = config.postprocess.centerness_mode if use_centerness and has_branch else "none"
+    if mode == "oracle":  # needs ground truth, which inference on an arbitrary image does not have
+        mode = "learned"
+    post = replace(config.postprocess, score_thresh=float(score_thresh), nms_thresh=float(nms_thresh),
+                   centerness_mode=mode)
+    return postprocess_output(dense.output, dense.batch, replace(config, postprocess=post))[0].to("cpu")
 
 
 def detections_to_coco(

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fcos_lab.model import build_model
-from fcos_lab.points import feature_shapes, make_locations
+from fcos_lab.points import feature_shapes, grid_shapes, make_locations
 from fcos_lab.presets import get_preset
 
 
@@ -93,3 +93,9 @@ def test_locations_are_cached():
     a = make_locations(((2, 2),), (8,))
     b = make_locations([(2, 2)], [8])
     assert a is b
+
+
+@pytest.mark.parametrize("size", [(800, 800), (800, 1088), (96, 1344), (32, 32)])
+def test_grid_shapes_equal_the_backbone_feature_shapes(size: tuple[int, int]) -> None:
+    # ceil(H / 2^k) equals k ceil-halvings, the backbone's arithmetic (fcos_lab.points.feature_shapes).
+    assert grid_shapes(size, (8, 16, 32, 64, 128)) == feature_shapes(size, 5)

@@ -1,13 +1,19 @@
-"""Assignments: which locations are positive, which box each regresses, level by level (Sections 3.1-3.2)."""
+"""Assignments: which locations are positive, which box each regresses, level by level (Sections 3.1-3.2).
+
+The assignment is the training one (:func:`fcos_lab.analysis.image_assignment.assign_image` with the
+preset's :class:`~fcos_lab.objective.Objective`, varied only in what the widgets change), on the image and
+boxes resized as the preset's data loader resizes them.
+"""
 
 import time
 
 import fcos_app
 import streamlit as st
 
+from fcos_lab.analysis.image_assignment import assign_image, objective_variant, ranges_from_boundaries
+from fcos_lab.predict import with_input_size
 from fcos_lab.presets import get_preset
-from fcos_lab.viz import assignments as viz
-from fcos_lab.viz import inference
+from fcos_lab.viz.assignments import assignment_figure
 
 st.title("Assignments")
 st.caption(
@@ -16,11 +22,6 @@ st.caption(
     "center. A location inside several candidate boxes is *ambiguous* and regresses the one of minimal area. "
     "Coordinates are those of the resized input image."
 )
-
-picked = fcos_app.image_picker()
-if picked is None:
-    st.stop()
-sample, sample_key, _ = picked
 
 top = st.columns([2.6, 1.2, 0.9, 1.5, 2])
 with top[0]:
@@ -45,17 +46,19 @@ bounds = [
     for i, (column, value) in enumerate(zip(bound_columns[1:], bounds_default))
 ]
 
+config = with_input_size(preset, int(min_size))
+picked = fcos_app.image_picker(config)
+if picked is None:
+    st.stop()
+sample, sample_key, _ = picked
+
 started = time.perf_counter()
-min_size, max_size = inference.input_size(preset, int(min_size))
-frame = fcos_app.resized_sample(sample_key, sample, min_size, max_size)
+frame = fcos_app.resized_sample(sample_key, fcos_app.config_key(config), sample, config)
 with fcos_app.guard():
-    setup = viz.level_setup(preset.model.strides, viz.ranges_from_boundaries(bounds), fpn=fpn)
-    assignment = viz.assign_image(
-        tuple(frame.image.shape[-2:]), frame.boxes, frame.labels, setup, crowd=frame.crowd,
-        center_sampling_radius=radius if center_sampling else 0.0,
-        size_range_inclusive=assign_cfg.size_range_inclusive, location_offset=assign_cfg.location_offset,
-        size_divisible=preset.input.size_divisible,
-    )
+    objective = objective_variant(config, fpn=fpn, size_ranges=ranges_from_boundaries(bounds),
+                                  center_sampling_radius=radius if center_sampling else 0.0)
+    assignment = assign_image(objective, tuple(frame.image.shape[-2:]), frame.boxes, frame.labels, crowd=frame.crowd,
+                              size_divisible=config.input.size_divisible)
 
 metrics = st.columns(4)
 metrics[0].metric("Boxes", len(assignment.boxes))
@@ -63,12 +66,12 @@ metrics[1].metric("Positive locations", assignment.num_positive)
 metrics[2].metric("Ambiguous locations", assignment.num_ambiguous)
 metrics[3].metric("Unreachable boxes", len(assignment.unreachable))
 
-level_options = [*setup.names, "all levels"]
+level_options = [*objective.level_names, "all levels"]
 left, right = st.columns([4, 1])
 level_name = left.radio("Level", level_options, index=len(level_options) - 1, horizontal=True, key=f"level|{fpn}")
 show_negatives = right.checkbox("Negative locations", value=False, key="negatives")
-level = None if level_name == "all levels" else setup.names.index(level_name)
-figure = viz.assignment_figure(frame.image, assignment, level, sample.class_names, show_negatives=show_negatives)
+level = None if level_name == "all levels" else objective.level_names.index(level_name)
+figure = assignment_figure(frame.image, assignment, level, sample.class_names, show_negatives=show_negatives)
 st.plotly_chart(figure, key="assignment_figure")
 
 st.subheader("Per level")

@@ -1,13 +1,21 @@
-"""Center-ness: the target of Eq. (3) per level (Figure 3) and, with a checkpoint, the predictions."""
+"""Center-ness: the target of Eq. (3) per level (Figure 3) and, with a checkpoint, the predictions.
+
+Targets come from the training assignment of the image (:func:`fcos_lab.analysis.image_assignment.assign_image`
+with the config's :class:`~fcos_lab.objective.Objective`); the grids of both, and where their locations are,
+from :mod:`fcos_lab.analysis.centerness_maps`.
+"""
 
 import time
 
 import fcos_app
 import streamlit as st
 
+from fcos_lab.analysis.centerness_maps import prediction_maps, target_centerness_grids
+from fcos_lab.analysis.image_assignment import assign_image
+from fcos_lab.objective import Objective
+from fcos_lab.predict import with_input_size
 from fcos_lab.presets import get_preset
-from fcos_lab.viz import assignments as assign_viz
-from fcos_lab.viz import heatmaps, inference
+from fcos_lab.viz import heatmaps
 
 st.title("Center-ness")
 st.caption(
@@ -16,12 +24,9 @@ st.caption(
     "center-ness multiplies the classification score (Section 3.3)."
 )
 
-picked = fcos_app.image_picker()
+# The image's boxes are read as the config's data loader reads them, so the checkpoint (or preset) comes first.
+image_slot = st.sidebar.container()
 loaded = fcos_app.checkpoint_picker(required=False)
-if picked is None:
-    st.stop()
-sample, sample_key, image_key = picked
-
 if loaded is not None:
     config = loaded.config
     st.markdown(f"Input size and assignment switches of the checkpoint's config (`{config.name}`).")
@@ -29,18 +34,18 @@ else:
     config = get_preset(fcos_app.preset_picker())
 min_size = st.number_input("Shorter side (px)", 64, 2048, config.input.min_size, step=32,
                            key=f"ctr_min_size|{config.name}")
-min_size, max_size = inference.input_size(config, int(min_size))
+sized = with_input_size(config, int(min_size))
+picked = fcos_app.image_picker(sized, image_slot)
+if picked is None:
+    st.stop()
+sample, sample_key, image_key = picked
 
 started = time.perf_counter()
-frame = fcos_app.resized_sample(sample_key, sample, min_size, max_size)
-setup = assign_viz.level_setup(config.model.strides, config.assign.size_ranges)
-assignment = assign_viz.assign_image(
-    tuple(frame.image.shape[-2:]), frame.boxes, frame.labels, setup, crowd=frame.crowd,
-    center_sampling_radius=config.assign.center_sampling_radius,
-    size_range_inclusive=config.assign.size_range_inclusive, location_offset=config.assign.location_offset,
-    size_divisible=config.input.size_divisible,
-)
-st.plotly_chart(heatmaps.centerness_target_figure(frame.image, assignment, offset=config.assign.location_offset),
+frame = fcos_app.resized_sample(sample_key, fcos_app.config_key(sized), sample, sized)
+objective = Objective.from_config(config)
+assignment = assign_image(objective, tuple(frame.image.shape[-2:]), frame.boxes, frame.labels, crowd=frame.crowd,
+                          size_divisible=config.input.size_divisible)
+st.plotly_chart(heatmaps.centerness_target_figure(frame.image, target_centerness_grids(assignment)),
                 key="target_figure")
 with st.expander("Eq. (3) inside a single box"):
     st.plotly_chart(heatmaps.centerness_function_figure(), key="equation_figure")
@@ -50,22 +55,17 @@ if loaded is None:
     st.info("Choose a checkpoint in the sidebar to see the predictions beside the targets.")
     fcos_app.how_to_make_checkpoint()
     st.stop()
-level_name = st.radio("Level", setup.names, horizontal=True, key="ctr_level")
-level = setup.names.index(level_name)
+level_name = st.radio("Level", objective.level_names, horizontal=True, key="ctr_level")
+level = objective.level_names.index(level_name)
 with fcos_app.guard():
     dense = fcos_app.dense_prediction(fcos_app.model_key(loaded), image_key, int(min_size), loaded, sample.image)
 output = dense.output
-image_size = dense.batch.image_sizes[0]
-maps = heatmaps.prediction_maps(
+maps = prediction_maps(
     output.cls_logits[0], None if output.centerness_logits is None else output.centerness_logits[0],
-    output.locations.shapes, level, stride=setup.strides[level], image_size=image_size,
-    offset=config.assign.location_offset, score_sqrt=config.postprocess.score_sqrt,
+    objective.output_locations(output), level, image_size=dense.batch.image_sizes[0], level_name=level_name,
+    score_sqrt=config.postprocess.score_sqrt,
 )
-st.plotly_chart(
-    heatmaps.prediction_maps_figure(frame.image, maps, stride=setup.strides[level],
-                                    offset=config.assign.location_offset, level_name=level_name),
-    key="prediction_figure",
-)
+st.plotly_chart(heatmaps.prediction_maps_figure(frame.image, maps), key="prediction_figure")
 if output.centerness_logits is None:
     st.warning("This model has no center-ness branch (model.centerness_on = none): center-ness is 1 everywhere.")
 st.caption(f"{sample.name}: computed and drawn in {time.perf_counter() - started:.2f} s "

@@ -1,11 +1,17 @@
-"""Detections: a checkpoint on one image, with the post-processing sliders (Sections 3.1 and 3.3)."""
+"""Detections: a checkpoint on one image, with the post-processing sliders (Sections 3.1 and 3.3).
+
+The network runs once per image and input size (:func:`fcos_lab.predict.predict_dense`, cached); each
+slider only post-processes again (:func:`fcos_lab.predict.detections_from`).
+"""
 
 import time
 
 import fcos_app
 import streamlit as st
 
-from fcos_lab.viz import inference
+from fcos_lab.predict import detections_from
+from fcos_lab.presets import get_preset
+from fcos_lab.viz.detections import detection_rows, detections_figure
 
 st.title("Detections")
 st.caption(
@@ -15,8 +21,10 @@ st.caption(
     "location that predicted it."
 )
 
-picked = fcos_app.image_picker()
+# The image's boxes are read as the checkpoint's data loader reads them, so the checkpoint comes first.
+image_slot = st.sidebar.container()
 loaded = fcos_app.checkpoint_picker(required=True)
+picked = fcos_app.image_picker(get_preset(fcos_app.DEFAULT_PRESET) if loaded is None else loaded.config, image_slot)
 if picked is None or loaded is None:
     st.stop()
 sample, sample_key, image_key = picked
@@ -42,12 +50,12 @@ with fcos_app.guard():
     dense = fcos_app.dense_prediction(fcos_app.model_key(loaded), image_key, int(min_size), loaded, sample.image)
     forward_seconds = time.perf_counter() - forward_started
     started = time.perf_counter()
-    detections = inference.detections_from(dense, score_thresh=score_thresh, nms_thresh=nms_thresh,
+    detections = detections_from(dense, score_thresh=score_thresh, nms_thresh=nms_thresh,
                                            use_centerness=use_centerness)
-    figure = inference.detections_figure(sample.image, detections, loaded.class_names,
+    figure = detections_figure(sample.image, detections, loaded.class_names,
                                          gt_boxes=sample.boxes if show_gt else None)
 st.plotly_chart(figure, key="detections_figure")
-rows = inference.detection_rows(detections, loaded.class_names)
+rows = detection_rows(detections, loaded.class_names)
 if rows:
     st.dataframe(rows, hide_index=True)
 else:

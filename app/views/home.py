@@ -1,8 +1,7 @@
 """Home: what each page shows, and where the app keeps its files."""
 
+import app_data
 import streamlit as st
-
-from fcos_lab.viz import inference
 
 st.title("FCOS lab")
 st.markdown(
@@ -17,14 +16,14 @@ st.page_link("views/dataset_statistics.py", label="Dataset statistics: box sizes
              "(Tables 1-2)", icon=":material/bar_chart:")
 st.page_link("views/runs.py", label="Runs: training curves and evaluation results", icon=":material/show_chart:")
 
-data_dir = inference.app_data_dir()
-run_dir = inference.default_run_dir()
+data_dir = app_data.app_data_dir()
+run_dir = app_data.default_run_dir()
 st.subheader("Files")
 st.markdown(
-    f"- App cache folder (`${inference.APP_DATA_ENV}`): `{data_dir}`\n"
+    f"- App cache folder (`${app_data.APP_DATA_ENV}`): `{data_dir}`\n"
     f"- Synthetic demo data: `{data_dir / 'synthetic'}` "
     f"({'present' if (data_dir / 'synthetic' / 'synthetic.json').is_file() else 'written on first use'})\n"
     f"- Default checkpoint: `{run_dir}` ({'present' if run_dir.is_dir() else 'none yet'})"
 )
 if not run_dir.is_dir():
-    st.info(f"Pages that need a checkpoint look in `{run_dir}`. Make one with `{inference.demo_command()}`.")
+    st.info(f"Pages that need a checkpoint look in `{run_dir}`. Make one with `{app_data.demo_command()}`.")

@@ -1,17 +1,18 @@
 """Runs: training curves and evaluation results of run folders."""
 
+import app_data
 import fcos_app
 import streamlit as st
 
 from fcos_lab.errors import FcosLabError
-from fcos_lab.viz import inference
+from fcos_lab.runs import find_runs, read_run
 from fcos_lab.viz.curves import training_curves_figure
 
 st.title("Runs")
 st.caption("Run folders written by `fcos-lab train` or `fcos-lab demo`: metrics.jsonl (training log and "
            "evaluation rows), metrics.json (final COCO evaluation), config.json and checkpoints.")
 
-found = inference.find_runs(inference.app_data_dir())
+found = find_runs(app_data.app_data_dir())
 text = st.text_area("Run folders, one per line", "\n".join(map(str, found)), key="run_dirs", height=90)
 folders = [line.strip() for line in text.splitlines() if line.strip()]
 if not folders:
@@ -22,7 +23,7 @@ if not folders:
 runs = []
 for folder in folders:
     try:
-        runs.append(inference.read_run(folder))
+        runs.append(read_run(folder))
     except FcosLabError as error:
         st.error(str(error))
 if not runs:

@@ -112,6 +112,15 @@ def _grid_index(locations: Locations, level: Tensor, xy: Tensor) -> tuple[Tensor
     return index, inside & close
 
 
+def _locate(detections: Sequence[dict[str, Any]], indices: list[int], locations: Locations, ratio: Tensor,
+            level_of: dict[int, int]) -> tuple[Tensor, Tensor]:
+    """Index into P and on-grid flag of detections ``indices``, their locations scaled by ``ratio`` (w, h)
+    from original-image to resized pixels (``[2]`` or ``[K, 2]``, float64)."""
+    xy = torch.tensor([detections[d]["location"] for d in indices], dtype=torch.float64)
+    level = torch.tensor([level_of[detections[d]["level"]] for d in indices])
+    return _grid_index(locations, level, (xy * ratio).to(torch.float32))
+
+
 def assignment_attributes(
     coco: COCO, detections: Sequence[dict[str, Any]], config: Config
 ) -> tuple[dict[int, dict[str, Any]], list[dict[str, Any]]]:
@@ -191,10 +200,7 @@ def assignment_attributes(
             continue
         image_index = torch.tensor([b for b, _ in rows])
         ratio = torch.from_numpy(padded.resized_sizes[members] / padded.sizes[members])[:, [1, 0]]  # (w, h) float64
-        xy = torch.tensor([detections[det]["location"] for _, det in rows], dtype=torch.float64)
-        xy = (xy * ratio[image_index]).to(torch.float32)
-        level = torch.tensor([level_of[detections[det]["level"]] for _, det in rows])
-        point, on_grid = _grid_index(locations, level, xy)
+        point, on_grid = _locate(detections, [det for _, det in rows], locations, ratio[image_index], level_of)
         num_candidates = result.num_candidates[image_index, point].tolist()
         target = result.matched_gt[image_index, point].tolist()
         diff = diff_class[image_index, point].tolist()
@@ -210,10 +216,17 @@ def assignment_attributes(
                 "ambiguous_diff_class": diff[k],
                 "target_ann_id": int(annotation_ids[ann]) if ann >= 0 else None,
             }
-    # Detections on images without any box: their locations are background, never ambiguous.
+    # Detections on images without any box: their locations, when on the grid, are background, never ambiguous.
     for image_id, indices in by_image.items():
-        for det in indices:
-            if image_id in row_of_image:
+        row = row_of_image.get(image_id)
+        if row is None:
+            off_grid += len(indices)
+            continue
+        locations = objective.image_locations(tuple(int(v) for v in padded.padded_sizes[row]))
+        ratio = torch.from_numpy(padded.resized_sizes[row] / padded.sizes[row])[[1, 0]]
+        _, on_grid = _locate(detections, indices, locations, ratio, level_of)
+        for det, placed in zip(indices, on_grid.tolist()):
+            if placed:
                 prediction_attributes[det] = {"num_candidates": 0, "ambiguous": False,
                                               "ambiguous_diff_class": False, "target_ann_id": None}
             else:

@@ -2,7 +2,10 @@
 
 - :func:`detections_from_ambiguous_locations`: the share of detections made at ambiguous locations
   (Section 4.1.1's text beside Table 2), and :func:`fiftyone_errors`, FiftyOne's view of those errors.
-- :func:`figure3_data`: center-ness targets and predictions on one validation image (Figure 3).
+- :func:`figure3_data`: center-ness targets and predictions on one validation image (Figure 3), from the
+  training assignment of the checkpoint's config (:mod:`fcos_lab.analysis.image_assignment`) and the
+  network's dense output (:func:`fcos_lab.predict.predict_dense`), as grids
+  (:mod:`fcos_lab.analysis.centerness_maps`); the figures are :mod:`fcos_lab.viz.heatmaps`.
 - :func:`figure8_folder` and :func:`detect_images`: detections on image files (Figure 8).
 """
 
@@ -83,40 +86,43 @@ def fiftyone_errors(ann_file: str | Path, images_dir: str | Path, detections: Se
 def figure3_data(checkpoint: str | Path, val_ann: str | Path, val_images: str | Path, image_index: int = 0) -> dict[str, Any]:
     """Center-ness on one validation image (Figure 3): the Eq. (3) targets and the trained model's prediction.
 
+    The targets are the training assignment of the checkpoint's config on the image as its data loader
+    resizes it; the prediction is the network on the same image.
+
     Returns:
         ``image`` (``[3, h, w]`` in the model's input frame), ``image_id``, ``assignment``
-        (:class:`~fcos_lab.viz.assignments.ImageAssignment`), ``target_grids`` and ``predicted_grids``
-        (``[H_l, W_l]`` per level; targets NaN on background, predictions NaN in the padding),
-        ``strides``, ``names`` (P3...).
+        (:class:`~fcos_lab.analysis.image_assignment.ImageAssignment`), ``target_grids`` and ``predicted_grids``
+        (one :class:`~fcos_lab.analysis.centerness_maps.LevelGrid` per level; targets NaN on background,
+        predictions NaN in the padding), ``names`` (P3...) and ``class_names``.
     """
-    from fcos_lab.viz.assignments import assign_image, level_setup
-    from fcos_lab.viz.heatmaps import prediction_maps, target_centerness_grids
-    from fcos_lab.viz.inference import load_detector, predict_dense
-    from fcos_lab.viz.inputs import dataset_sample, open_dataset, resize_sample
+    from fcos_lab.analysis.centerness_maps import prediction_maps, target_centerness_grids
+    from fcos_lab.analysis.image_assignment import assign_image
+    from fcos_lab.data.samples import dataset_sample, open_dataset, resize_sample
+    from fcos_lab.objective import Objective
+    from fcos_lab.predict import predict_dense
+    from fcos_lab.runs import load_detector
 
     loaded = load_detector(checkpoint)
     config = loaded.config
-    dataset = open_dataset(val_ann, val_images)
+    objective = Objective.from_config(config)
+    dataset = open_dataset(val_ann, val_images, config)
     image_id = dataset.image_ids[image_index % len(dataset.image_ids)]
     sample = dataset_sample(dataset, image_id)
-    resized = resize_sample(sample, config.input.min_size, config.input.max_size)
-    setup = level_setup(config.model.strides, config.assign.size_ranges)
-    a = config.assign
-    assignment = assign_image(tuple(resized.image.shape[-2:]), resized.boxes, resized.labels, setup, crowd=resized.crowd,
-                              center_sampling_radius=a.center_sampling_radius, size_range_inclusive=a.size_range_inclusive,
-                              location_offset=a.location_offset, size_divisible=config.input.size_divisible)
+    resized = resize_sample(sample, config)
+    assignment = assign_image(objective, tuple(resized.image.shape[-2:]), resized.boxes, resized.labels,
+                              crowd=resized.crowd, size_divisible=config.input.size_divisible)
     dense = predict_dense(loaded, sample.image)
     output = dense.output
-    shapes = output.locations.shapes
+    locations = objective.output_locations(output)
+    centerness = None if output.centerness_logits is None else output.centerness_logits[0]
     predicted = [
-        prediction_maps(output.cls_logits[0], None if output.centerness_logits is None else output.centerness_logits[0],
-                        shapes, level, stride=stride, image_size=tuple(dense.batch.image_sizes[0]),
-                        offset=a.location_offset)["center-ness"]
-        for level, stride in enumerate(config.model.strides)
+        prediction_maps(output.cls_logits[0], centerness, locations, level, image_size=dense.batch.image_sizes[0],
+                        level_name=name)["center-ness"]
+        for level, name in enumerate(objective.level_names)
     ]
     return {"image": resized.image, "image_id": image_id, "assignment": assignment,
             "target_grids": target_centerness_grids(assignment), "predicted_grids": predicted,
-            "strides": tuple(config.model.strides), "names": setup.names, "class_names": loaded.class_names}
+            "names": objective.level_names, "class_names": loaded.class_names}
 
 
 def figure8_folder(settings: ScaleSettings, image_dir: str | Path | None, fallback: str | Path) -> Path:
@@ -135,13 +141,11 @@ def detect_images(checkpoint: str | Path, image_paths: Sequence[str | Path], *, 
         image, on the CPU), ``names`` (file names), ``class_names``, ``config``.
     """
     from fcos_lab.data.coco import load_image
-    from fcos_lab.distributed import resolve_device
     from fcos_lab.predict import detect
-    from fcos_lab.viz.inference import load_detector
+    from fcos_lab.runs import load_detector
 
-    loaded = load_detector(checkpoint)
-    model = loaded.model.to(resolve_device(device))
+    loaded = load_detector(checkpoint, device=device)
     images = [load_image(path) for path in image_paths]
-    detections = [detect(model, loaded.config, [image])[0].to("cpu") for image in images]
+    detections = [detect(loaded.model, loaded.config, [image])[0].to("cpu") for image in images]
     return {"images": images, "detections": detections, "names": [Path(p).name for p in image_paths],
             "class_names": loaded.class_names, "config": loaded.config}

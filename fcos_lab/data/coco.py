@@ -280,10 +280,25 @@ class CocoDetection(Dataset):
             return self._transform(candidate, image)
         raise DataError(f"{self.ann_file}: no image of the {len(self)} in {self.image_dir} could be read")
 
+    def annotations_of(self, index: int) -> dict[str, Tensor]:
+        """The kept boxes of image ``index`` in its own pixels, before any flip or resize.
+
+        Returns:
+            ``boxes`` ``[M, 4]`` float32 xyxy in the dataset's box convention, clipped, degenerate ones
+            dropped; ``labels`` ``[M]`` int64; ``iscrowd`` ``[M]`` bool; ``ann_ids`` ``[M]`` int64 (by id).
+        """
+        start, stop = int(self._offsets[index]), int(self._offsets[index + 1])
+        return {
+            "boxes": torch.from_numpy(self._boxes[start:stop].copy()),
+            "labels": torch.from_numpy(self._labels[start:stop].copy()),
+            "iscrowd": torch.from_numpy(self._crowd[start:stop].copy()),
+            "ann_ids": torch.from_numpy(self._ann_ids[start:stop].copy()),
+        }
+
     def _transform(self, index: int, image: Tensor) -> tuple[Tensor, dict[str, Any]]:
         """Flip (training), normalize and resize image ``index`` and its boxes."""
-        start, stop = int(self._offsets[index]), int(self._offsets[index + 1])
-        boxes = torch.from_numpy(self._boxes[start:stop].copy())
+        annotations = self.annotations_of(index)
+        boxes = annotations["boxes"]
         orig_size = (int(image.shape[-2]), int(image.shape[-1]))
         generator = self._generator(index)
         flipped = False
@@ -300,10 +315,8 @@ class CocoDetection(Dataset):
         size = (int(image.shape[-2]), int(image.shape[-1]))
         boxes = resize_boxes(boxes, orig_size, size)
         target = {
+            **annotations,
             "boxes": boxes,
-            "labels": torch.from_numpy(self._labels[start:stop].copy()),
-            "iscrowd": torch.from_numpy(self._crowd[start:stop].copy()),
-            "ann_ids": torch.from_numpy(self._ann_ids[start:stop].copy()),
             "image_id": self.image_ids[index],
             "orig_size": orig_size,
             "size": size,

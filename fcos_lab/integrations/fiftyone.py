@@ -42,6 +42,7 @@ from fcos_lab.config import Config
 from fcos_lab.data.coco_annotations import load_coco_annotations
 from fcos_lab.detections_file import load_detections, validate_detections
 from fcos_lab.errors import DataError, FcosLabError
+from fcos_lab.integrations.fiftyone_fields import GT_FIELD, PRED_FIELD
 from fcos_lab.presets import resolve
 
 if TYPE_CHECKING:
@@ -51,8 +52,6 @@ if TYPE_CHECKING:
 DEFAULT_PRESET = "fcos_r50_fpn_1x"
 DEFAULT_NAME = "fcos-lab"
 DEFAULT_PORT = 5151
-GT_FIELD = "ground_truth"
-PRED_FIELD = "predictions"
 
 
 def _relative_xywh(bbox: Sequence[float], width: int, height: int) -> list[float]:

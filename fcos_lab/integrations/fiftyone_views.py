@@ -25,7 +25,7 @@ from typing import Any
 import fiftyone as fo
 from fiftyone import ViewField as F
 
-from fcos_lab.integrations.fiftyone import GT_FIELD, PRED_FIELD
+from fcos_lab.integrations.fiftyone_fields import GT_FIELD, PRED_FIELD
 
 HIGH_CLS_SCORE = 0.5  # "high": at least this classification score
 LOW_CENTERNESS = 0.3  # "low": at most this center-ness

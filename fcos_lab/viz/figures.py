@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
 
     from fcos_lab.analysis.centerness_iou import ScoreIoU
+    from fcos_lab.analysis.centerness_maps import LevelGrid
     from fcos_lab.analysis.report import Measurement
 
 PAPER_COLOR = "#7f7f7f"
@@ -136,17 +137,17 @@ def per_level_png(per_level: Mapping[str, Mapping[str, Mapping[str, int]]], path
 # Figure 3: center-ness
 
 
-def centerness_png(image: np.ndarray | Any, grids: Sequence[np.ndarray], strides: Sequence[int], path: str | Path, *,
-                   names: Sequence[str] = (), offset: str = "half_stride", title: str = "Center-ness") -> Path:
+def centerness_png(image: np.ndarray | Any, grids: Sequence[LevelGrid], path: str | Path, *,
+                   title: str = "Center-ness") -> Path:
     """Center-ness grids (one per level, NaN hidden) over the image, red 1 and blue 0 as in Figure 3.
 
     Args:
         image: ``[3, H, W]`` float tensor in [0, 1] or ``[H, W, 3]`` array, in the frame of the grids.
-        grids: ``[H_l, W_l]`` per level (e.g. :func:`fcos_lab.viz.heatmaps.target_centerness_grids`).
-        strides: stride of each grid; a cell ``(i, j)`` sits at ``offset + (j, i) * stride``.
+        grids: one per level (:func:`fcos_lab.analysis.centerness_maps.target_centerness_grids`, or the
+            ``"center-ness"`` map of :func:`~fcos_lab.analysis.centerness_maps.prediction_maps`); cell
+            ``(i, j)`` is drawn centred on its location ``(x0 + j dx, y0 + i dy)``.
     """
     from fcos_lab.viz.draw import to_pil
-    from fcos_lab.viz.heatmaps import location_offset
 
     picture = np.asarray(to_pil(image))
     height, width = picture.shape[:2]
@@ -159,15 +160,15 @@ def centerness_png(image: np.ndarray | Any, grids: Sequence[np.ndarray], strides
         ax.set_axis_off()
         if k >= len(grids):
             continue
-        stride, first = strides[k], location_offset(strides[k], offset)
-        grid = np.ma.masked_invalid(grids[k])
+        level = grids[k]
+        grid = np.ma.masked_invalid(level.values)
         ax.imshow(picture)
-        extent = (first - stride / 2, first + stride * (grid.shape[1] - 0.5),
-                  first + stride * (grid.shape[0] - 0.5), first - stride / 2)
+        extent = (level.x0 - level.dx / 2, level.x0 + level.dx * (grid.shape[1] - 0.5),
+                  level.y0 + level.dy * (grid.shape[0] - 0.5), level.y0 - level.dy / 2)
         image_artist = ax.imshow(grid, cmap="jet", vmin=0, vmax=1, alpha=0.6, extent=extent, interpolation="nearest")
         ax.set_xlim(0, width)
         ax.set_ylim(height, 0)
-        ax.set_title(names[k] if k < len(names) else f"stride {stride}", fontsize="small")
+        ax.set_title(f"{level.name} (stride {level.stride})", fontsize="small")
     if image_artist is not None:
         figure.colorbar(image_artist, ax=list(axes), shrink=0.7, label="center-ness")
     figure.suptitle(title)

@@ -1,7 +1,7 @@
 """An image as a plotly figure in pixel coordinates, with boxes outlined on it.
 
 The background of the app's figures (:mod:`fcos_lab.viz.assignments`, :mod:`fcos_lab.viz.heatmaps`,
-:func:`fcos_lab.viz.inference.detections_figure`): the image as a compressed data URI
+:func:`fcos_lab.viz.detections.detections_figure`): the image as a compressed data URI
 (:func:`image_uri`), a figure whose axes are the image's pixels (:func:`image_figure`) and xyxy boxes
 drawn on it (:func:`add_boxes`, :func:`box_colors`). The PIL drawing of Figure 8 is
 :mod:`fcos_lab.viz.draw`. plotly is imported inside the functions.

@@ -8,16 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from fcos_lab.analysis.dataset_boxes import prepare_boxes
+from fcos_lab.analysis.dataset_boxes import load_dataset_boxes, prepare_boxes
 from fcos_lab.data.coco_annotations import load_coco_annotations
 from fcos_lab.errors import ConfigError, DataError
-from fcos_lab.viz.dataset_statistics import load_dataset_boxes
+from fcos_lab.presets import resolve
 
 # min_size 100, max_size 1000 (the longer side never limits here):
 # image 5, landscape 50 x 100 (h x w): scale 100 / 50 = 2, resized 100 x 200, padded to 32: 128 x 224.
 # image 2, portrait 200 x 80: scale 100 / 80 = 1.25, resized 250 x 100, padded to 32: 256 x 128.
 # Categories 3 and 1 are listed unsorted; by sorted id, category 1 is label 0 and category 3 label 1.
 SIZES = {"min_size": 100, "max_size": 1000}
+CONFIG = resolve("fcos_r50_fpn_1x", {f"input.{k}": v for k, v in SIZES.items()})
 ANNOTATIONS = [
     (5, [10, 5, 20, 10], 3, 0),  # 0: inside the image
     (5, [90, 40, 20, 20], 1, 0),  # 1: leaves the image on the right and at the bottom
@@ -97,17 +98,18 @@ def test_crowd_included_and_degenerate_kept_in_the_denominator(tmp_path):
 
 def test_load_dataset_boxes_sorts_selects_and_trims(tmp_path):
     ann_file = write_scene(tmp_path / "scene.json")
-    data = load_dataset_boxes(ann_file, **SIZES)
-    assert data.image_ids.tolist() == [2, 5]  # by image id, not file order
-    assert data.boxes.tolist() == [[[0, 25, 25, 75], [0, 0, 0, 0]], [[20, 10, 60, 30], [180, 80, 200, 100]]]
-    assert data.padded_sizes.tolist() == [[256, 128], [128, 224]]
+    data = load_dataset_boxes(ann_file, CONFIG)
+    assert data.boxes.image_ids.tolist() == [2, 5]  # by image id, not file order
+    assert data.boxes.boxes.tolist() == [[[0, 25, 25, 75], [0, 0, 0, 0]], [[20, 10, 60, 30], [180, 80, 200, 100]]]
+    assert data.boxes.padded_sizes.tolist() == [[256, 128], [128, 224]]
     assert data.class_names == ("one", "three")
     assert (data.num_images, data.num_crowd, data.num_degenerate) == (2, 1, 1)
     # The first image alone: M shrinks to its one box; crowd and degenerate counts stay whole-file.
-    first = load_dataset_boxes(ann_file, max_images=1, size_divisible=64, **SIZES)
-    assert first.image_ids.tolist() == [2] and first.boxes.tolist() == [[[0, 25, 25, 75]]]
-    assert first.valid.tolist() == [[True]] and first.labels.tolist() == [[1]]
-    assert first.padded_sizes.tolist() == [[256, 128]]
+    coarse = resolve(CONFIG, {"input.size_divisible": 64})
+    first = load_dataset_boxes(ann_file, coarse, max_images=1)
+    assert first.boxes.image_ids.tolist() == [2] and first.boxes.boxes.tolist() == [[[0, 25, 25, 75]]]
+    assert first.boxes.valid.tolist() == [[True]] and first.boxes.labels.tolist() == [[1]]
+    assert first.boxes.padded_sizes.tolist() == [[256, 128]]
     assert first.widths.tolist() == [25] and first.heights.tolist() == [50]
     assert (first.num_crowd, first.num_degenerate) == (1, 1)
 
@@ -117,7 +119,7 @@ def test_malformed_annotation_names_file_and_record(tmp_path):
     data["annotations"][1]["bbox"] = [1, 2, 3]
     bad = write_scene(tmp_path / "bad.json", data)
     with pytest.raises(DataError, match=re.escape(f"{bad}: annotations[1]")):
-        load_dataset_boxes(bad)
+        load_dataset_boxes(bad, CONFIG)
     # Without the loader's validation, prepare_boxes names the record itself.
     data["annotations"][1]["bbox"] = None
     with pytest.raises(DataError, match=re.escape(f"{bad}: annotations[1]")):

@@ -1,4 +1,5 @@
-"""Positive locations and ambiguous samples of one batch (fcos_lab.analysis.recall_ambiguity), by hand.
+"""Positive locations and ambiguous samples (fcos_lab.analysis.recall_ambiguity): one batch by hand, then a
+whole file under an objective and its variants (what the app's Dataset statistics page shows).
 
 Unless a test says otherwise the grid is one 4x4 level of stride 8 with the paper's offset, so the
 locations sit at x, y in {4, 12, 20, 28} (floor(8/2) + 8k), flattened row-major: index = 4 * row + col.
@@ -6,11 +7,19 @@ Grids in comments are written row by row (y = 4, 12, 20, 28), columns x = 4, 12,
 """
 
 import math
+from pathlib import Path
 
+import pytest
 import torch
 
-from fcos_lab.analysis.recall_ambiguity import tally_assignment
+from fcos_lab.analysis.dataset_boxes import load_dataset_boxes
+from fcos_lab.analysis.image_assignment import objective_variant
+from fcos_lab.analysis.recall_ambiguity import recall_and_ambiguity, tally_assignment
+from fcos_lab.analysis.statistics import compute_statistics
+from fcos_lab.data.synthetic import SyntheticDataset, make_synthetic_coco
+from fcos_lab.objective import Objective
 from fcos_lab.points import make_locations
+from fcos_lab.presets import resolve
 from fcos_lab.targets import assign, pad_ground_truth
 
 INF = math.inf
@@ -84,3 +93,45 @@ def test_no_ground_truth_counts_nothing():
     tally = tally_assignment(assign(GRID, gt, ((0, INF),)), GRID, gt)
     assert tally.image_index.shape == tally.matched_gt.shape == tally.level_index.shape == (0,)
     assert set(tally.counts().values()) == {0}
+
+
+# ---------------------------------------------------------------------------------------------- a whole file
+
+CONFIG = resolve("fcos_r50_fpn_1x")
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory: pytest.TempPathFactory) -> SyntheticDataset:
+    """The synthetic shapes at the app's size (24 validation images of 320 pixels, overlapping shapes)."""
+    return make_synthetic_coco(tmp_path_factory.mktemp("shapes"), num_train=4, num_val=24, image_size=320)
+
+
+def test_recall_and_ambiguity_match_the_statistics_module(shapes: SyntheticDataset) -> None:
+    ann_file = Path(shapes.val_ann)
+    data = load_dataset_boxes(ann_file, CONFIG)
+    objective = Objective.from_config(CONFIG)
+    fpn = recall_and_ambiguity(data.boxes, objective)
+    p4 = recall_and_ambiguity(data.boxes, objective.without_fpn())
+    reference = compute_statistics(ann_file, CONFIG, include_retinanet=False, include_center_sampling=False)
+    assert fpn["best_possible_recall"] == pytest.approx(reference["fcos_bpr_fpn"])
+    assert fpn["ambiguous"] == pytest.approx(reference["ambiguous_fpn"])
+    assert fpn["ambiguous_diff_class"] == pytest.approx(reference["ambiguous_diff_class_fpn"])
+    assert p4["best_possible_recall"] == pytest.approx(reference["fcos_bpr_p4"])
+    assert p4["ambiguous"] == pytest.approx(reference["ambiguous_p4"])
+    # Multi-level prediction reduces ambiguity (Section 3.2, Table 2).
+    assert fpn["ambiguous"] < p4["ambiguous"]
+    assert sum(row["positive locations"] for row in fpn["per_level"]) == fpn["positive_locations"]
+
+
+def test_recall_and_ambiguity_respond_to_ranges_strides_and_radius(shapes: SyntheticDataset) -> None:
+    data = load_dataset_boxes(shapes.train_ann, CONFIG, max_images=3)
+    assert len(data.boxes.image_ids) == 3 and len(data.widths) == int(data.boxes.valid.sum())
+    base = recall_and_ambiguity(data.boxes, objective_variant(CONFIG))
+    sampled = recall_and_ambiguity(data.boxes, objective_variant(CONFIG, center_sampling_radius=0.5))
+    assert sampled["positive_locations"] < base["positive_locations"]
+    # One tiny range on P3 alone: boxes larger than 2 x 4 pixels can no longer be regressed.
+    tiny = recall_and_ambiguity(data.boxes, objective_variant(CONFIG, strides=(8,), size_ranges=((0, 4),)))
+    assert tiny["best_possible_recall"] < base["best_possible_recall"]
+    coarse = recall_and_ambiguity(data.boxes, objective_variant(CONFIG, strides=(16, 32, 64, 128, 256)))
+    assert coarse["positive_locations"] < base["positive_locations"]
+    assert [row["stride"] for row in coarse["per_level"]] == [16, 32, 64, 128, 256]

@@ -2,11 +2,15 @@
 
 The quick demo (``fcos_lab.demo.run_demo(quick=True)``) is trained once per test session; under
 pytest-xdist the workers share it through a file lock, so it is not trained once per worker.
+
+The app's own modules (``app/app_data.py``, ``app/inputs.py``, ...) are imported as Streamlit imports
+them, from the ``app/`` folder on ``sys.path``.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +18,10 @@ import pytest
 
 from tests.conftest import IN_CI, REPO
 
-APP_MAIN = REPO / "app" / "main.py"
+APP_DIR = REPO / "app"
+APP_MAIN = APP_DIR / "main.py"
+if str(APP_DIR) not in sys.path:
+    sys.path.insert(0, str(APP_DIR))
 ARTIFACTS = REPO / "test-artifacts" / "app"
 # The quick demo made smaller still (4 iterations of 2 images, 4 validation images): a real run folder
 # with a checkpoint, a training log and an evaluation, in about a third of the quick demo's time.
@@ -34,30 +41,30 @@ def _shared_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def app_data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """``$FCOS_LAB_APP_DATA`` for the session: ``demo/run`` (quick demo), ``synthetic/``, ``coco_tiny/``."""
+    import app_data as app_files
     from filelock import FileLock
 
     from fcos_lab.data.synthetic import make_synthetic_coco
     from fcos_lab.demo import run_demo
-    from fcos_lab.viz import inference
 
     base = _shared_base(tmp_path_factory)
     base.mkdir(parents=True, exist_ok=True)
     data = base / "app_data"
-    previous = os.environ.get(inference.APP_DATA_ENV)
-    os.environ[inference.APP_DATA_ENV] = str(data)
+    previous = os.environ.get(app_files.APP_DATA_ENV)
+    os.environ[app_files.APP_DATA_ENV] = str(data)
     try:
         with FileLock(str(base / "app_data.lock")):
             if not (data / "ready").is_file():
                 run_demo(data / "demo", quick=True, device="cpu", progress=False, overrides=TINY_DEMO)
-                inference.ensure_synthetic_dataset()  # written here once, not raced by two workers
+                app_files.ensure_synthetic_dataset()  # written here once, not raced by two workers
                 make_synthetic_coco(data / "coco_tiny", num_train=4, num_val=4, image_size=256)
                 (data / "ready").write_text("ok\n")
         yield data
     finally:
         if previous is None:
-            os.environ.pop(inference.APP_DATA_ENV, None)
+            os.environ.pop(app_files.APP_DATA_ENV, None)
         else:
-            os.environ[inference.APP_DATA_ENV] = previous
+            os.environ[app_files.APP_DATA_ENV] = previous
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,12 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from fcos_lab.viz import inference, inputs
+from fcos_lab import predict, runs
+from fcos_lab.analysis.image_assignment import assign_image
+from fcos_lab.data import samples
+from fcos_lab.objective import Objective
+from fcos_lab.presets import resolve
+from fcos_lab.viz.detections import detection_rows
 from tests.app.conftest import APP_MAIN
 
 pytestmark = pytest.mark.usefixtures("app_data")
@@ -121,6 +126,25 @@ def test_assignments_main_widgets() -> None:
     assert at.toggle(key="center_sampling|fcos_imprv_r50_fpn_1x").value is True
 
 
+def test_the_assignments_page_assigns_as_training_does(app_data: Path) -> None:
+    """With fcos_r50_fpn_torchvision the page's numbers are that preset's training assignment (image-size
+    spacing, strict ranges, torchvision's center-sampling distance), on the image as its data loader resizes it."""
+    torchvision = "fcos_r50_fpn_torchvision"
+    at = open_page("assignments")
+    at.selectbox(key="preset").set_value(torchvision)
+    run(at)
+    image_id = next(s for s in at.selectbox if s.key.startswith("image_id|")).value
+    config = resolve(torchvision)
+    dataset = samples.open_dataset(app_data / "synthetic" / "annotations" / "instances_val.json",
+                                   app_data / "synthetic" / "val", config)
+    frame = samples.resize_sample(samples.dataset_sample(dataset, image_id), config)
+    expected = assign_image(Objective.from_config(config), tuple(frame.image.shape[-2:]), frame.boxes, frame.labels,
+                            crowd=frame.crowd)
+    assert int(metric(at, "Positive locations")) == expected.num_positive > 0
+    assert int(metric(at, "Ambiguous locations")) == expected.num_ambiguous
+    assert at.dataframe[0].value.to_dict("records") == expected.level_rows()
+
+
 def test_assignments_from_a_coco_dataset_by_path(coco_tiny: Path, tmp_path: Path) -> None:
     at = open_page("assignments")
     at.radio(key="image_source").set_value("COCO-format dataset")
@@ -222,13 +246,12 @@ def test_detections_sliders_and_bad_checkpoints(demo_run: Path, app_data: Path, 
     run(at)
     # The page shows what the package computes with these sliders (whether NMS 0.1 removes boxes depends
     # on how much the barely trained model's boxes overlap).
-    loaded = inference.load_detector(demo_run)
+    loaded = runs.load_detector(demo_run)
     sample = next(s for s in at.selectbox if s.key.startswith("image_id|")).value
-    dataset = inputs.open_dataset(app_data / "synthetic" / "annotations" / "instances_val.json",
-                                  app_data / "synthetic" / "val")
-    dense = inference.predict_dense(loaded, inputs.dataset_sample(dataset, sample).image)
-    expected = inference.detection_rows(inference.detections_from(dense, score_thresh=0.0, nms_thresh=0.1),
-                                        loaded.class_names)
+    dataset = samples.open_dataset(app_data / "synthetic" / "annotations" / "instances_val.json",
+                                   app_data / "synthetic" / "val", loaded.config)
+    dense = predict.predict_dense(loaded, samples.dataset_sample(dataset, sample).image)
+    expected = detection_rows(predict.detections_from(dense, score_thresh=0.0, nms_thresh=0.1), loaded.class_names)
     assert at.dataframe[0].value.to_dict("records") == expected
     at.toggle(key="use_centerness").set_value(False)
     run(at)

@@ -203,6 +203,7 @@ def test_score_vs_iou_by_hand(tmp_path):
 
 def test_figures_write_png_and_html(tmp_path):
     from fcos_lab.analysis.centerness_iou import ScoreIoU
+    from fcos_lab.analysis.centerness_maps import LevelGrid
     from fcos_lab.postprocess import Detections
     from fcos_lab.viz import figures
 
@@ -221,8 +222,9 @@ def test_figures_write_png_and_html(tmp_path):
     assert len(figures.score_iou_figure(points).data) == 4
     assert figures.score_iou_png(points, tmp_path / "f7.png").is_file()
     image = torch.rand(3, 64, 96)
-    grids = [np.where(rng.random((8, 12)) > 0.5, rng.random((8, 12)), np.nan), np.full((4, 6), np.nan)]
-    assert figures.centerness_png(image, grids, (8, 16), tmp_path / "f3.png").is_file()
+    grids = [LevelGrid("P3", 8, np.where(rng.random((8, 12)) > 0.5, rng.random((8, 12)), np.nan), 4, 4, 8, 8),
+             LevelGrid("P4", 16, np.full((4, 6), np.nan), 8, 8, 16, 16)]
+    assert figures.centerness_png(image, grids, tmp_path / "f3.png").is_file()
     det = Detections(boxes=torch.tensor([[1.0, 2, 30, 40], [5, 5, 9, 9]]), scores=torch.tensor([0.9, 0.1]),
                      labels=torch.tensor([0, 1]), levels=torch.tensor([3, 4]), locations=torch.zeros(2, 2),
                      cls_scores=torch.tensor([0.9, 0.1]), centerness=torch.ones(2), location_index=torch.zeros(2, dtype=torch.long))

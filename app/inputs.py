@@ -1,12 +1,12 @@
-"""The app's inputs: one image and its ground truth, uploaded, typed or read from a COCO-format dataset.
+"""The app's typed and uploaded inputs: image bytes, boxes typed one per line, numbers typed in a box.
 
-Uploaded image bytes (:func:`read_image_bytes`), boxes typed one per line (:func:`parse_typed_boxes`),
-numbers typed in a box (:func:`parse_numbers`), and an image of a COCO-format dataset
-(:func:`open_dataset`, :func:`dataset_sample`), resized to the training frame of Section 4
-(:func:`resize_sample`). Each fails with a :class:`~fcos_lab.errors.DataError` whose message the page
-shows as is; none needs Streamlit.
+Uploaded image bytes (:func:`read_image_bytes`), boxes typed as ``x0 y0 x1 y1 class`` (:func:`parse_typed_boxes`)
+and lists of numbers (:func:`parse_numbers`). Each fails with a :class:`~fcos_lab.errors.DataError` whose
+message the page shows as is; none needs Streamlit, so the tests import this file directly (Streamlit
+puts ``app/`` on ``sys.path``, as ``tests/app/conftest.py`` does). An image of a COCO-format dataset is
+read by :mod:`fcos_lab.data.samples`.
 
-Glossary: M ground-truth boxes. Boxes are xyxy in absolute pixels of the sample's image.
+Glossary: M boxes. Boxes are xyxy in absolute pixels of the uploaded image.
 """
 
 from __future__ import annotations
@@ -15,39 +15,16 @@ import io
 import math
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from fcos_lab.data.coco import CocoDetection, load_image
-from fcos_lab.data.transforms import resize_boxes, resize_image
+from fcos_lab.data.coco import load_image
 from fcos_lab.errors import DataError
 
 MAX_IMAGE_PIXELS = 40_000_000  # about 7700 x 5200: beyond this an upload is refused before decoding
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One image and its ground truth.
-
-    Attributes:
-        image: ``[3, H, W]`` float in [0, 1].
-        boxes: ``[M, 4]`` xyxy, pixels of ``image``.
-        labels: ``[M]`` contiguous class indices.
-        crowd: ``[M]`` ``iscrowd`` flags (never assigned).
-        class_names: name of each class index.
-        name: what the page calls the image.
-    """
-
-    image: Tensor
-    boxes: Tensor
-    labels: Tensor
-    crowd: Tensor
-    class_names: tuple[str, ...]
-    name: str
 
 
 def read_image_bytes(data: bytes, name: str = "upload", max_pixels: int = MAX_IMAGE_PIXELS) -> Tensor:
@@ -148,45 +125,3 @@ def parse_numbers(text: str, what: str, *, integers: bool = False) -> list[float
     except ValueError:
         expected = "integers" if integers else "numbers"
         raise DataError(f"{what} must be {expected} separated by commas, got {text!r}") from None
-
-
-def open_dataset(ann_file: str | Path, image_dir: str | Path) -> CocoDetection:
-    """A :class:`~fcos_lab.data.coco.CocoDetection` in test mode, validated (raises :class:`DataError`)."""
-    ann_file, image_dir = Path(ann_file).expanduser(), Path(image_dir).expanduser()
-    if not str(ann_file).strip() or ann_file.is_dir():
-        raise DataError(f"{ann_file}: give the path of a COCO-format annotation JSON file")
-    return CocoDetection(ann_file, image_dir, train=False)
-
-
-def dataset_sample(dataset: CocoDetection, image_id: int) -> Sample:
-    """Image ``image_id`` of a :class:`~fcos_lab.data.coco.CocoDetection` with its boxes in its own pixels.
-
-    Boxes are clipped to the image and degenerate ones dropped, as the dataset does for training.
-    """
-    record = dataset.coco.imgs[image_id]
-    image = load_image(dataset.image_dir / record["file_name"], image_id=image_id)
-    height, width = image.shape[-2:]
-    boxes, labels, crowd = [], [], []
-    for ann in sorted(dataset.coco.imgToAnns.get(image_id, []), key=lambda a: a["id"]):
-        x, y, w, h = ann["bbox"]
-        x0, y0 = min(max(x, 0.0), width), min(max(y, 0.0), height)
-        x1, y1 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
-        if x1 > x0 and y1 > y0:
-            boxes.append([x0, y0, x1, y1])
-            labels.append(dataset.category_id_to_label[ann["category_id"]])
-            crowd.append(bool(ann.get("iscrowd", 0)))
-    return Sample(
-        image=image,
-        boxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-        labels=torch.tensor(labels, dtype=torch.int64),
-        crowd=torch.tensor(crowd, dtype=torch.bool),
-        class_names=tuple(dataset.class_names),
-        name=f"{record['file_name']} (id {image_id})",
-    )
-
-
-def resize_sample(sample: Sample, min_size: float, max_size: float) -> Sample:
-    """The sample in the training frame (Section 4: shorter side ``min_size``, longer at most ``max_size``)."""
-    image = resize_image(sample.image, min_size, max_size)
-    boxes = resize_boxes(sample.boxes, tuple(sample.image.shape[-2:]), tuple(image.shape[-2:]))
-    return replace(sample, image=image, boxes=boxes)

@@ -1,5 +1,6 @@
-"""The package-side helpers of the app (fcos_lab.viz.inference, .inputs, .dataset_statistics): inputs, bad inputs, runs,
-models, statistics."""
+"""What the app's pages call, without Streamlit: the app's folder (app/app_data.py), uploads and typed
+inputs (app/inputs.py), dataset images (fcos_lab.data.samples), run folders and checkpoints (fcos_lab.runs),
+dense predictions (fcos_lab.predict) and their figures; inputs, bad inputs and the time of one interaction."""
 
 from __future__ import annotations
 
@@ -8,14 +9,24 @@ import json
 import time
 from pathlib import Path
 
+import app_data
+import inputs
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from fcos_lab import predict, runs
+from fcos_lab.analysis.dataset_boxes import load_dataset_boxes
+from fcos_lab.analysis.image_assignment import assign_image
+from fcos_lab.data import samples
 from fcos_lab.errors import CheckpointError, DataError
-from fcos_lab.viz import dataset_statistics, inference, inputs
-from fcos_lab.viz.assignments import assign_image, assignment_figure, level_setup
+from fcos_lab.objective import Objective
+from fcos_lab.presets import resolve
+from fcos_lab.viz.assignments import assignment_figure
+from fcos_lab.viz.detections import detection_rows, detections_figure
+
+PAPER = resolve("fcos_r50_fpn_1x")  # 800 / 1333, the paper's levels and ranges
 
 
 def png_bytes(width: int = 40, height: int = 30, mode: str = "RGB") -> bytes:
@@ -28,12 +39,12 @@ def png_bytes(width: int = 40, height: int = 30, mode: str = "RGB") -> bytes:
 
 
 def test_app_data_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv(inference.APP_DATA_ENV, raising=False)
-    assert inference.app_data_dir() == Path("runs/app")
-    monkeypatch.setenv(inference.APP_DATA_ENV, str(tmp_path))
-    assert inference.app_data_dir() == tmp_path
-    assert inference.default_run_dir() == tmp_path / "demo" / "run"
-    assert inference.demo_command() == f"fcos-lab demo --quick --out {tmp_path / 'demo'}"
+    monkeypatch.delenv(app_data.APP_DATA_ENV, raising=False)
+    assert app_data.app_data_dir() == Path("runs/app")
+    monkeypatch.setenv(app_data.APP_DATA_ENV, str(tmp_path))
+    assert app_data.app_data_dir() == tmp_path
+    assert app_data.default_run_dir() == tmp_path / "demo" / "run"
+    assert app_data.demo_command() == f"fcos-lab demo --quick --out {tmp_path / 'demo'}"
 
 
 # ---------------------------------------------------------------------------------------------- uploads
@@ -118,15 +129,15 @@ def test_parse_numbers() -> None:
 
 
 def test_dataset_sample_and_resize(coco_tiny: Path) -> None:
-    dataset = inputs.open_dataset(coco_tiny / "annotations" / "instances_val.json", coco_tiny / "val")
+    dataset = samples.open_dataset(coco_tiny / "annotations" / "instances_val.json", coco_tiny / "val", PAPER)
     image_id = dataset.image_ids[0]
-    sample = inputs.dataset_sample(dataset, image_id)
+    sample = samples.dataset_sample(dataset, image_id)
     annotations = dataset.coco.imgToAnns[image_id]
     assert sample.image.shape == (3, 256, 256)
     assert len(sample.boxes) == len(annotations) and sample.class_names == tuple(dataset.class_names)
     x, y, w, h = annotations[0]["bbox"]
     assert sample.boxes[0].tolist() == pytest.approx([x, y, min(x + w, 256), min(y + h, 256)])
-    resized = inputs.resize_sample(sample, 800, 1333)
+    resized = samples.resize_sample(sample, PAPER)
     assert resized.image.shape == (3, 800, 800)
     assert torch.allclose(resized.boxes, sample.boxes * 800 / 256)
 
@@ -135,126 +146,95 @@ def test_open_dataset_reports_malformed_files(tmp_path: Path, coco_tiny: Path) -
     bad = tmp_path / "bad.json"
     bad.write_text('{"images": [{"id": 1}], "categories": [], "annotations": []}')
     with pytest.raises(DataError, match=r"images\[0\].*missing key 'width'"):
-        inputs.open_dataset(bad, coco_tiny / "val")
+        samples.open_dataset(bad, coco_tiny / "val", PAPER)
     bad.write_text("{not json")
     with pytest.raises(DataError, match="not valid JSON"):
-        dataset_statistics.load_dataset_boxes(bad)
+        load_dataset_boxes(bad, PAPER)
     with pytest.raises(DataError, match="annotation JSON"):
-        inputs.open_dataset(tmp_path, coco_tiny / "val")
+        samples.open_dataset(tmp_path, coco_tiny / "val", PAPER)
 
 
 # ---------------------------------------------------------------------------------------------- runs
 
 
 def test_read_run_and_find_runs(demo_run: Path, tmp_path: Path, app_data: Path) -> None:
-    run = inference.read_run(demo_run)
+    run = runs.read_run(demo_run)
     assert run.config_name == "fcos_demo_r18"
     assert [p.name for p in run.checkpoints] == ["model_final.pt", "model_0000002.pt"]
     assert any("loss" in row for row in run.rows) and "AP" in run.metrics
-    assert demo_run in inference.find_runs(app_data)
+    assert demo_run in runs.find_runs(app_data)
 
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "metrics.jsonl").write_text('{"iter": 1, "loss": 2.0}\n{oops\n[1, 2]\n')
-    run = inference.read_run(broken)
+    run = runs.read_run(broken)
     assert run.rows == [{"iter": 1, "loss": 2.0}]
     assert [p.split(":")[0] for p in run.problems] == ["metrics.jsonl line 2", "metrics.jsonl line 3"]
     with pytest.raises(DataError, match="run folder not found"):
-        inference.read_run(tmp_path / "missing")
+        runs.read_run(tmp_path / "missing")
     with pytest.raises(DataError, match="not a run folder"):
-        inference.read_run(tmp_path)
+        runs.read_run(tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------- models
 
 
 def test_load_detector_and_predictions(demo_run: Path, coco_tiny: Path) -> None:
-    loaded = inference.load_detector(demo_run)
+    loaded = runs.load_detector(demo_run)
     assert loaded.trained_preset == "fcos_demo_r18" and loaded.path.name == "model_final.pt"
     assert loaded.class_names == ("circle", "square", "triangle", "cross", "ring")
-    dataset = inputs.open_dataset(coco_tiny / "annotations" / "instances_val.json", coco_tiny / "val")
-    image = inputs.dataset_sample(dataset, dataset.image_ids[0]).image
-    dense = inference.predict_dense(loaded, image, 192)
+    dataset = samples.open_dataset(coco_tiny / "annotations" / "instances_val.json", coco_tiny / "val", loaded.config)
+    image = samples.dataset_sample(dataset, dataset.image_ids[0]).image
+    dense = predict.predict_dense(loaded, image, 192)
     assert dense.batch.image_sizes == ((192, 192),) and dense.config.input.min_size == 192
-    everything = inference.detections_from(dense, score_thresh=0.0, nms_thresh=0.6)
+    everything = predict.detections_from(dense, score_thresh=0.0, nms_thresh=0.6)
     assert 0 < len(everything.boxes) <= 100
     assert float(everything.boxes.max()) <= 256  # in the original image's pixels
-    fewer = inference.detections_from(dense, score_thresh=float(everything.cls_scores.median()), nms_thresh=0.6)
+    fewer = predict.detections_from(dense, score_thresh=float(everything.cls_scores.median()), nms_thresh=0.6)
     assert len(fewer.boxes) < len(everything.boxes)
-    no_ctr = inference.detections_from(dense, score_thresh=0.0, nms_thresh=0.6, use_centerness=False)
+    no_ctr = predict.detections_from(dense, score_thresh=0.0, nms_thresh=0.6, use_centerness=False)
     assert torch.all(no_ctr.centerness == 1)
-    rows = inference.detection_rows(everything, loaded.class_names)
+    rows = detection_rows(everything, loaded.class_names)
     assert rows[0]["class"] in loaded.class_names and rows[0]["level"].startswith("P")
-    figure = inference.detections_figure(image, everything, loaded.class_names, gt_boxes=torch.tensor([[1.0, 2, 30, 40]]))
+    figure = detections_figure(image, everything, loaded.class_names, gt_boxes=torch.tensor([[1.0, 2, 30, 40]]))
     assert figure.layout.title.text == f"{len(everything.boxes)} detections"
     assert len(figure.layout.annotations) == min(25, len(everything.boxes))  # labels of the best 25 only
 
 
 def test_load_detector_refuses_another_preset_and_corrupt_files(demo_run: Path, tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="records preset 'fcos_demo_r18'.*instead of 'fcos_r50_fpn_1x'"):
-        inference.load_detector(demo_run / "model_final.pt", "fcos_r50_fpn_1x")
+        runs.load_detector(demo_run / "model_final.pt", "fcos_r50_fpn_1x")
     corrupt = tmp_path / "model_final.pt"
     corrupt.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="refused to load"):
-        inference.load_detector(corrupt)
+        runs.load_detector(corrupt)
     empty = tmp_path / "empty_run"
     empty.mkdir()
     with pytest.raises(CheckpointError, match="no checkpoint"):
-        inference.load_detector(empty)
+        runs.load_detector(empty)
 
 
-# ---------------------------------------------------------------------------------------------- statistics
-
-
-def test_recall_and_ambiguity_match_the_statistics_module(coco_tiny: Path, app_data: Path) -> None:
-    statistics = pytest.importorskip("fcos_lab.analysis.statistics")
-    ann_file = app_data / "synthetic" / "annotations" / "instances_val.json"
-    data = dataset_statistics.load_dataset_boxes(ann_file)
-    fpn = dataset_statistics.recall_and_ambiguity(data, level_setup())
-    p4 = dataset_statistics.recall_and_ambiguity(data, level_setup(fpn=False))
-    reference = statistics.compute_statistics(
-        ann_file, include_retinanet=False, include_center_sampling=False, box_convention="continuous",
-    )
-    assert fpn["best_possible_recall"] == pytest.approx(reference["fcos_bpr_fpn"])
-    assert fpn["ambiguous"] == pytest.approx(reference["ambiguous_fpn"])
-    assert fpn["ambiguous_diff_class"] == pytest.approx(reference["ambiguous_diff_class_fpn"])
-    assert p4["best_possible_recall"] == pytest.approx(reference["fcos_bpr_p4"])
-    assert p4["ambiguous"] == pytest.approx(reference["ambiguous_p4"])
-    # Multi-level prediction reduces ambiguity (Section 3.2, Table 2).
-    assert fpn["ambiguous"] < p4["ambiguous"]
-    assert sum(row["positive locations"] for row in fpn["per_level"]) == fpn["positive_locations"]
-
-
-def test_recall_and_ambiguity_respond_to_ranges_strides_and_radius(coco_tiny: Path) -> None:
-    data = dataset_statistics.load_dataset_boxes(coco_tiny / "annotations" / "instances_train.json", max_images=3)
-    assert len(data.image_ids) == 3 and len(data.widths) == int(data.valid.sum())
-    base = dataset_statistics.recall_and_ambiguity(data, level_setup())
-    sampled = dataset_statistics.recall_and_ambiguity(data, level_setup(), center_sampling_radius=0.5)
-    assert sampled["positive_locations"] < base["positive_locations"]
-    # One tiny range on P3 alone: boxes larger than 2 x 4 pixels can no longer be regressed.
-    tiny = dataset_statistics.recall_and_ambiguity(data, level_setup((8,), ((0, 4),)))
-    assert tiny["best_possible_recall"] < base["best_possible_recall"]
-    coarse = dataset_statistics.recall_and_ambiguity(data, level_setup((16, 32, 64, 128, 256), level_setup().size_ranges))
-    assert coarse["positive_locations"] < base["positive_locations"]
+# ---------------------------------------------------------------------------------------------- timing
 
 
 def test_interactions_on_an_800_pixel_image_take_under_two_seconds(app_data: Path, demo_run: Path) -> None:
     """The computation behind one interaction of each image page, on an 800 x 800 input, model loaded."""
-    dataset = inputs.open_dataset(app_data / "synthetic" / "annotations" / "instances_val.json",
-                                  app_data / "synthetic" / "val")
-    sample = inputs.dataset_sample(dataset, 3)
-    frame = inputs.resize_sample(sample, 800, 1333)
+    dataset = samples.open_dataset(app_data / "synthetic" / "annotations" / "instances_val.json",
+                                   app_data / "synthetic" / "val", PAPER)
+    sample = samples.dataset_sample(dataset, 3)
+    frame = samples.resize_sample(sample, PAPER)
     assert frame.image.shape[-2:] == (800, 800)
-    loaded = inference.load_detector(demo_run)
-    dense = inference.predict_dense(loaded, sample.image, 800)  # once per image: cached by the app
+    loaded = runs.load_detector(demo_run)
+    dense = predict.predict_dense(loaded, sample.image, 800)  # once per image: cached by the app
     timings = {}
     start = time.perf_counter()
-    assignment = assign_image((800, 800), frame.boxes, frame.labels, level_setup(), center_sampling_radius=1.5)
+    objective = Objective.from_config(resolve("fcos_imprv_r50_fpn_1x"))  # center sampling 1.5
+    assignment = assign_image(objective, (800, 800), frame.boxes, frame.labels)
     assignment_figure(frame.image, assignment, None, sample.class_names).to_json()
     timings["assignments"] = time.perf_counter() - start
     start = time.perf_counter()
-    detections = inference.detections_from(dense, score_thresh=0.05, nms_thresh=0.6)
-    inference.detections_figure(sample.image, detections, loaded.class_names, gt_boxes=sample.boxes).to_json()
+    detections = predict.detections_from(dense, score_thresh=0.05, nms_thresh=0.6)
+    detections_figure(sample.image, detections, loaded.class_names, gt_boxes=sample.boxes).to_json()
     timings["detections"] = time.perf_counter() - start
     print("interaction seconds on an 800-pixel image:", json.dumps({k: round(v, 3) for k, v in timings.items()}))
     assert max(timings.values()) < 2.0, timings

@@ -39,6 +39,7 @@ from fcos_lab.analysis.tide import (
     tide_errors,
 )
 from fcos_lab.config import Config
+from fcos_lab.errors import ConfigError
 
 if TYPE_CHECKING:
     from pycocotools.coco import COCO
@@ -197,8 +198,9 @@ def analyze_errors(coco: COCO, detections: Sequence[dict[str, Any]], config: Con
     """
     errors = tide_errors(coco, detections, **tide_options)
     notes = []
-    levels, centerness = _field(detections, "level"), _field(detections, "centerness")
     located = np.array([d.get("level") is not None and d.get("location") is not None for d in detections], bool)
+    levels = np.where(located, _field(detections, "level"), np.nan)  # FCOS breakdowns: fcos_lab records only
+    centerness = np.where(located, _field(detections, "centerness"), np.nan)
     groupings = {"size": size_grouping(errors)}
     share = None
     box_levels = None
@@ -248,7 +250,14 @@ def example_image_ids(analysis: ErrorAnalysis, error_type: str, *, grouping: str
         limit: at most this many ids, most errors first (ties in the annotation file's image order).
     """
     errors = analysis.errors
-    chosen = analysis.groupings[grouping] if grouping is not None else None
+    if error_type not in (*DETECTION_TYPES, "miss"):
+        raise ConfigError(f"unknown error type {error_type!r}; valid: {[*DETECTION_TYPES, 'miss']}")
+    chosen = None
+    if grouping is not None:
+        chosen = analysis.groupings.get(grouping)
+        if chosen is None or group not in chosen.detections:
+            valid = {name: list(g.detections) for name, g in analysis.groupings.items()}
+            raise ConfigError(f"no group {group!r} in breakdown {grouping!r}; valid: {valid}")
     if error_type == "miss":
         members = errors.gt_type == MISS
         if chosen is not None:

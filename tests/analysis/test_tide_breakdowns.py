@@ -22,6 +22,7 @@ import pytest
 from fcos_lab.analysis.tide_breakdowns import analyze_errors, example_image_ids, load_inputs
 from fcos_lab.analysis.tide_report import format_report
 from fcos_lab.cli import main as cli_main
+from fcos_lab.errors import ConfigError
 from fcos_lab.presets import get_preset
 
 ANNOTATIONS = {
@@ -104,6 +105,10 @@ def test_example_image_ids(analysis):
     assert example_image_ids(analysis, "loc", grouping="level", group="P5") == [1]
     assert example_image_ids(analysis, "loc", grouping="level", group="P4") == []
     assert example_image_ids(analysis, "miss") == []
+    with pytest.raises(ConfigError, match="unknown error type"):
+        example_image_ids(analysis, "Loc")
+    with pytest.raises(ConfigError, match="no group 'P9'"):
+        example_image_ids(analysis, "loc", grouping="level", group="P9")
 
 
 def test_report_answers_the_papers_question(analysis):

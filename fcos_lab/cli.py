@@ -100,6 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="fcos_r50_fpn_1x", help="preset the predictions were made with")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
 
+    p = sub.add_parser("errors", help="TIDE error breakdown (Cls, Loc, Both, Dupe, Bkg, Miss) of a detections file, "
+                                       "by FPN level, center-ness, ambiguous location and size", epilog=EPILOG)
+    p.add_argument("--detections", required=True, help="COCO results JSON (fcos-lab eval --out)")
+    p.add_argument("--ann", required=True, help="COCO-format ground-truth JSON")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--out", help="folder for errors.json, report.md and the figures (HTML)")
+    p.add_argument("--preset", default="fcos_r50_fpn_1x", help="preset the detections were made with")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
+
     sub.add_parser("presets", help="list the presets and what they change")
     return parser
 
@@ -213,6 +222,14 @@ def _cmd_fiftyone(args) -> int:
     return int(fiftyone_main(argv + list(args.overrides)) or 0)
 
 
+def _cmd_errors(args) -> int:
+    from fcos_lab.analysis.tide_report import main as errors_main
+
+    argv = ["--detections", args.detections, "--ann", args.ann, "--preset", args.preset]
+    argv += (["--json"] if args.json else []) + (["--out", args.out] if args.out else [])
+    return int(errors_main(argv + list(args.overrides)) or 0)
+
+
 def _cmd_presets(args) -> int:
     from fcos_lab.presets import PRESETS
 
@@ -225,7 +242,7 @@ def _cmd_presets(args) -> int:
 
 COMMANDS = {
     "demo": _cmd_demo, "train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict,
-    "stats": _cmd_stats, "fiftyone": _cmd_fiftyone, "presets": _cmd_presets,
+    "stats": _cmd_stats, "fiftyone": _cmd_fiftyone, "errors": _cmd_errors, "presets": _cmd_presets,
 }
 
 

@@ -16,7 +16,7 @@ def test_help_lists_commands(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("demo", "train", "eval", "predict", "stats", "presets"):
+    for command in ("demo", "train", "eval", "predict", "stats", "errors", "presets"):
         assert command in out
 
 
@@ -68,6 +68,18 @@ def test_demo_quick_then_predict_and_eval(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert "AP50" in metrics
+
+    # TIDE errors of the model's own detections, placed on the quick demo's training assignment.
+    done = subprocess.run(
+        cmd + ["errors", "--detections", str(tmp_path / "eval" / "detections.json"), "--ann",
+               str(out / "synthetic" / "annotations" / "instances_val.json"), "--json", "--preset", "fcos_demo_r18",
+               "input.min_size=160", "input.max_size=256"],
+        capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    errors = json.loads(done.stdout)
+    assert errors["ambiguous_locations"]["unplaced"] == 0
+    assert {"size", "level", "centerness", "ambiguous"} == set(errors["breakdowns"])
 
 
 def test_eval_proposals_reports_ar1000(tmp_path, capsys):

@@ -10,4 +10,7 @@
   :mod:`fcos_lab.analysis.qualitative`: detections at ambiguous locations, Figure 7, Figures 3 and 8.
 - :mod:`fcos_lab.analysis.report`: measured-vs-paper result records and tables. RetinaNet's anchors and
   IoU matching (Table 1's anchor-based rows) are :mod:`fcos_lab.anchor_based.anchors`.
+- :mod:`fcos_lab.analysis.tide` (with :mod:`~fcos_lab.analysis.tide_matching`): TIDE's error types and dAPs
+  (tidecv's definitions); :mod:`~fcos_lab.analysis.tide_breakdowns`: the errors by FPN level, center-ness,
+  ambiguous location and size; :mod:`~fcos_lab.analysis.tide_report`: ``fcos-lab errors``.
 """

@@ -12,7 +12,10 @@ what the FCOS assignment (Sections 3.1 and 3.2) says about it, so that the quest
   (the box the location regresses in training: the one of minimal area);
 - each ground-truth box: ``levels`` (levels with at least one positive location for it),
   ``num_positive_locations``, ``recallable`` (the assignment gives it a location at all: the paper's
-  BPR criterion) and ``ambiguous`` / ``ambiguous_diff_class`` (it is a candidate of an ambiguous location).
+  BPR criterion) and ``ambiguous`` / ``ambiguous_diff_class`` (it is a candidate of an ambiguous location);
+- each object's TIDE ``error_type`` (:mod:`fcos_lab.analysis.tide`): a prediction's ``tp``, ``cls``, ``loc``,
+  ``both``, ``dupe`` or ``bkg`` (None after its image's 100 best), a box's ``tp``, ``miss``, ``covered`` or
+  ``ignore``.
 
 COCO-style evaluation (:meth:`fiftyone.core.collections.SampleCollection.evaluate_detections`) then marks
 every prediction ``tp``/``fp`` and every box ``tp``/``fn`` under an eval key, and
@@ -38,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fcos_lab.analysis.ambiguous_locations import assignment_attributes
+from fcos_lab.analysis.tide import TideErrors, detection_error_types, ground_truth_error_types, tide_errors
 from fcos_lab.config import Config
 from fcos_lab.data.coco_annotations import load_coco_annotations
 from fcos_lab.detections_file import load_detections, validate_detections
@@ -64,8 +68,11 @@ def _relative_xywh(bbox: Sequence[float], width: int, height: int) -> list[float
 
 
 def _samples(coco: COCO, images_dir: Path, detections: Sequence[dict[str, Any]],
-             box_attributes: dict[int, dict[str, Any]], prediction_attributes: list[dict[str, Any]]) -> list[fo.Sample]:
+             box_attributes: dict[int, dict[str, Any]], prediction_attributes: list[dict[str, Any]],
+             errors: TideErrors) -> list[fo.Sample]:
     import fiftyone as fo
+
+    prediction_errors, box_errors = detection_error_types(errors), ground_truth_error_types(errors)
 
     names = {c: coco.cats[c]["name"] for c in coco.cats}
     predictions_of: dict[int, list[int]] = defaultdict(list)
@@ -77,7 +84,8 @@ def _samples(coco: COCO, images_dir: Path, detections: Sequence[dict[str, Any]],
         width, height = int(record["width"]), int(record["height"])
         ground_truth = [
             fo.Detection(label=names[ann["category_id"]], bounding_box=_relative_xywh(ann["bbox"], width, height),
-                         iscrowd=int(bool(ann.get("iscrowd", 0))), ann_id=int(ann["id"]), **box_attributes[ann["id"]])
+                         iscrowd=int(bool(ann.get("iscrowd", 0))), ann_id=int(ann["id"]), error_type=box_errors[ann["id"]],
+                         **box_attributes[ann["id"]])
             for ann in sorted(coco.imgToAnns.get(image_id, []), key=lambda a: a["id"])
         ]
         predictions = []
@@ -87,7 +95,7 @@ def _samples(coco: COCO, images_dir: Path, detections: Sequence[dict[str, Any]],
             location = det.get("location")
             predictions.append(fo.Detection(
                 label=names[det["category_id"]], bounding_box=_relative_xywh(det["bbox"], width, height),
-                confidence=float(det["score"]), detection_index=index,
+                confidence=float(det["score"]), detection_index=index, error_type=prediction_errors[index],
                 location=[float(v) for v in location] if location is not None else None,
                 **extra, **prediction_attributes[index]))
         samples.append(fo.Sample(
@@ -174,7 +182,7 @@ def build_dataset(
 
     staging = fo.Dataset(f"{name}-importing-{uuid.uuid4().hex[:8]}")
     try:
-        staging.add_samples(_samples(coco, images_dir, detections, boxes, predictions))
+        staging.add_samples(_samples(coco, images_dir, detections, boxes, predictions, tide_errors(coco, detections)))
         staging.add_dynamic_sample_fields()
         staging.info["fcos_lab"] = {
             "ann_file": str(ann_file), "images_dir": str(images_dir), "detections": source, "config": config.name,

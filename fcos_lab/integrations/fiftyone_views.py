@@ -10,6 +10,8 @@ On a dataset built by :func:`fcos_lab.integrations.fiftyone.build_dataset` and e
   (Table 1) counts.
 - ``high-cls-low-centerness``: predictions with a high classification score and a low center-ness, the
   low-quality boxes center-ness is meant to push down (Section 3.3).
+- ``tide-cls``, ``tide-loc``, ``tide-both``, ``tide-dupe``, ``tide-bkg``: predictions of each TIDE error type
+  (:mod:`fcos_lab.analysis.tide`); ``tide-miss``: the boxes TIDE counts as missed.
 - ``fp-p3`` ... ``fp-p7``: false positives by the level that predicted them; ``fn-p3`` ... ``fn-p7``:
   missed boxes by the levels they are assigned to (a box can be on two levels; unrecallable boxes are on
   none).
@@ -25,6 +27,7 @@ from typing import Any
 import fiftyone as fo
 from fiftyone import ViewField as F
 
+from fcos_lab.analysis.tide import MAIN_ERRORS
 from fcos_lab.integrations.fiftyone_fields import GT_FIELD, PRED_FIELD
 
 HIGH_CLS_SCORE = 0.5  # "high": at least this classification score
@@ -64,6 +67,10 @@ def paper_views(
             f"predictions with classification score >= {high_cls_score} and center-ness <= {low_centerness}",
         ),
     }
+    for error, name in MAIN_ERRORS.items():
+        field = GT_FIELD if error == "miss" else PRED_FIELD
+        views[f"tide-{error}"] = (dataset.filter_labels(field, F("error_type") == error),
+                                  f"{'boxes' if error == 'miss' else 'predictions'} TIDE counts as {name} errors")
     for level in _levels(dataset):
         views[f"fp-p{level}"] = (
             dataset.filter_labels(PRED_FIELD, false_positive & (F("level") == level)),

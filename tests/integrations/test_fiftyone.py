@@ -100,7 +100,17 @@ EXPECTED_VIEWS = {
     "fn-p5": ({1}, {12}),
     "fn-p6": (set(), set()),
     "fn-p7": (set(), set()),
+    # TIDE (fcos_lab.analysis.tide): 1 is a dog on A's box, IoU 0.383 with dog B, in [0.1, 0.5]: Loc (and B is
+    # covered by it, not missed); 3, 4 and 5 overlap no box: Bkg; box 21 is unmatched and no error points at it.
+    "tide-cls": (set(), set()),
+    "tide-loc": ({1}, {1}),
+    "tide-both": (set(), set()),
+    "tide-dupe": (set(), set()),
+    "tide-bkg": ({1, 2, 3}, {3, 4, 5}),
+    "tide-miss": ({2}, {21}),
 }
+TIDE_PREDICTIONS = {0: "tp", 1: "loc", 2: "tp", 3: "bkg", 4: "bkg", 5: "bkg"}
+TIDE_BOXES = {11: "tp", 12: "covered", 21: "miss", 22: "tp", 23: "ignore"}
 
 
 @pytest.fixture(scope="module")
@@ -203,6 +213,10 @@ def test_build_dataset_marks_every_object(dataset):
     boxes = dict(zip(*dataset.values(["ground_truth.detections.ann_id", "ground_truth.detections.eval"],
                                      unwind=True)))
     assert boxes == BOX_OUTCOMES
+    assert dict(zip(*dataset.values(["predictions.detections.detection_index", "predictions.detections.error_type"],
+                                    unwind=True))) == TIDE_PREDICTIONS
+    assert dict(zip(*dataset.values(["ground_truth.detections.ann_id", "ground_truth.detections.error_type"],
+                                    unwind=True))) == TIDE_BOXES
     sample = dataset.match({"coco_id": 1}).first()
     b = next(d for d in sample.ground_truth.detections if d.ann_id == 12)
     assert b.bounding_box == pytest.approx([32 / 400, 32 / 400, 130 / 400, 130 / 400])
@@ -219,7 +233,7 @@ def test_saved_views_hold_exactly_the_expected_objects(dataset):
     assert set(dataset.list_saved_views()) == set(EXPECTED_VIEWS)
     for name, (image_ids, objects) in EXPECTED_VIEWS.items():
         view = dataset.load_saved_view(name)
-        on_boxes = name.startswith(("fn-", "unrecallable"))
+        on_boxes = name.startswith(("fn-", "unrecallable", "tide-miss"))
         field, key = ("ground_truth", "ann_id") if on_boxes else ("predictions", "detection_index")
         assert set(view.values("coco_id")) == image_ids, name
         assert set(view.values(f"{field}.detections.{key}", unwind=True)) == objects, name

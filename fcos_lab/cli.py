@@ -7,6 +7,7 @@ with exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import re
 import sys
@@ -108,6 +109,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for errors.json, report.md and the figures (HTML)")
     p.add_argument("--preset", default="fcos_r50_fpn_1x", help="preset the detections were made with")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
+
+    p = sub.add_parser("convert", help="convert a YOLO-format dataset (one label .txt per image) to COCO JSON",
+                       description="YOLO lines 'class cx cy w h' (fractions of the image as displayed, after EXIF "
+                                   "orientation) become COCO [x, y, w, h] pixel boxes; see fcos_lab.data.yolo.")
+    p.add_argument("--from", dest="source_format", required=True, choices=["yolo"], help="input format")
+    p.add_argument("--images", required=True, help="image folder (searched recursively)")
+    p.add_argument("--labels", required=True, help="label folder mirroring --images, one .txt per image")
+    p.add_argument("--names", required=True, help="names.txt (one class name per line) or an Ultralytics data.yaml")
+    p.add_argument("--out", required=True, help="COCO annotation JSON to write")
+    p.add_argument("--category-ids", choices=["index", "coco80"], default="index",
+                   help="index: 1..C in names order (default); coco80: the standard COCO ids of the 80 classes")
+    p.add_argument("--image-ids", choices=["index", "stem"], default="index",
+                   help="index: 1..N in sorted file-name order (default); stem: the integer file stem, as COCO")
+    p.add_argument("--tolerance", type=float,
+                   help="how far a box edge may leave [0, 1] (default: 1e-6, rounding; Ultralytics accepts 0.01)")
 
     sub.add_parser("presets", help="list the presets and what they change")
     return parser
@@ -230,6 +246,19 @@ def _cmd_errors(args) -> int:
     return int(errors_main(argv + list(args.overrides)) or 0)
 
 
+def _cmd_convert(args) -> int:
+    from fcos_lab.checkpoint import atomic_write_text
+    from fcos_lab.data.yolo import convert_yolo_to_coco, format_summary, read_class_names
+
+    coco, summary = convert_yolo_to_coco(args.images, args.labels, read_class_names(args.names),
+                                         category_ids=args.category_ids, image_ids=args.image_ids,
+                                         **({} if args.tolerance is None else {"tolerance": args.tolerance}))
+    atomic_write_text(Path(args.out), json.dumps(coco))  # only once the whole conversion has succeeded
+    print(format_summary(summary))
+    print(f"wrote {args.out}")
+    return 0
+
+
 def _cmd_presets(args) -> int:
     from fcos_lab.presets import PRESETS
 
@@ -243,6 +272,7 @@ def _cmd_presets(args) -> int:
 COMMANDS = {
     "demo": _cmd_demo, "train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict,
     "stats": _cmd_stats, "fiftyone": _cmd_fiftyone, "errors": _cmd_errors, "presets": _cmd_presets,
+    "convert": _cmd_convert,
 }
 
 

@@ -3,6 +3,7 @@
 - :mod:`fcos_lab.data.transforms`: resize, flip, normalize and pad, as in the paper's training details.
 - :mod:`fcos_lab.data.coco_annotations`: any COCO-format annotation file, validated and indexed.
 - :mod:`fcos_lab.data.coco`: the dataset over such a file and its image folder.
+- :mod:`fcos_lab.data.yolo`: YOLO-format label folders converted to such a file (``fcos-lab convert``).
 - :mod:`fcos_lab.data.splits`: the training and validation datasets a config names.
 - :mod:`fcos_lab.data.samples`: one image and its boxes, in a config's training frame (the app, Figure 3).
 - :mod:`fcos_lab.data.synthetic`: the embedded shapes dataset that trains on a CPU in minutes. It is

@@ -96,6 +96,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="fcos_r50_fpn_1x", help="preset the predictions were made with")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
 
+    p = sub.add_parser("import-weights", help="turn a published weights file into a run folder (nothing is downloaded)")
+    p.add_argument("file", help="weights file, e.g. torchvision's fcos_resnet50_fpn_coco-99b0c9b7.pth")
+    p.add_argument("--from", dest="source", required=True, choices=["torchvision"], help="code base of the file")
+    p.add_argument("--out", required=True, help="run folder to create (absent or empty)")
+    p.add_argument("--class-names", help="text file, one class name a line (default: COCO's for 91 classes)")
+
+    p = sub.add_parser("export", help="export a checkpoint for deployment (ONNX, onnxruntime)")
+    p.add_argument("--checkpoint", required=True, help="checkpoint file or run folder")
+    p.add_argument("--format", default="onnx", choices=["onnx"], help="default: %(default)s")
+    p.add_argument("--out", required=True, help="output file, e.g. model.onnx")
+    p.add_argument("--nms", action="store_true", help="NMS inside the graph: outputs final detections")
+
     sub.add_parser("presets", help="list the presets and what they change")
     return parser
 
@@ -161,10 +173,11 @@ def _cmd_eval(args) -> int:
         from fcos_lab.data.coco import CocoDetection
         from fcos_lab.predict import predict_dataset
 
-        model, config, _, device = _load_model(args.checkpoint, args.overrides, args.device)
+        model, config, payload, device = _load_model(args.checkpoint, args.overrides, args.device)
         dataset = CocoDetection(args.ann, args.images, train=False, min_size=config.input.min_size,
                                 max_size=config.input.max_size, on_bad_image=config.data.on_bad_image)
-        detections = predict_dataset(model, config, dataset, device=device, progress=True)
+        detections = predict_dataset(model, config, dataset, device=device, progress=True,
+                                     category_ids=payload["category_ids"] or None)
     result = evaluate_detections(args.ann, detections, class_agnostic=class_agnostic, max_dets=max_dets)
     print(result.summary)
     if args.out:
@@ -207,6 +220,23 @@ def _cmd_fiftyone(args) -> int:
     return int(fiftyone_main(argv + list(args.overrides)) or 0)
 
 
+def _cmd_import_weights(args) -> int:
+    from fcos_lab.interop.import_weights import import_weights
+
+    out = import_weights(args.file, args.out, source=args.source, class_names_file=args.class_names)
+    print(f"wrote {out} (model_final.pt, model_final.safetensors, config.json); try: fcos-lab predict --checkpoint {out} IMAGE")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from fcos_lab.interop.onnx import export_onnx
+
+    model, config, _, _ = _load_model(args.checkpoint, [], "cpu")
+    path = export_onnx(model, config, args.out, nms=args.nms)
+    print(f"wrote {path}")
+    return 0
+
+
 def _cmd_presets(args) -> int:
     from fcos_lab.presets import PRESETS
 
@@ -220,6 +250,7 @@ def _cmd_presets(args) -> int:
 COMMANDS = {
     "demo": _cmd_demo, "train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict,
     "stats": _cmd_stats, "fiftyone": _cmd_fiftyone, "presets": _cmd_presets,
+    "import-weights": _cmd_import_weights, "export": _cmd_export,
 }
 
 

@@ -54,11 +54,11 @@ def check_boxes(boxes: Tensor, name: str = "boxes") -> None:
 def resize_scale(height: int, width: int, min_size: float, max_size: float) -> float:
     """The scale that makes the shorter side ``min_size`` with the longer side at most ``max_size``.
 
-    Computed in float32 exactly as torchvision's ``_resize_image_and_masks`` does.
+    Computed in Python floats (double precision) exactly as torchvision's ``_resize_image_and_masks`` does
+    in eager mode (its float32 branch is only for TorchScript and tracing). The difference shows: a
+    640x586 image gets 800 / 586 = 1.3651877133 and becomes 873x800; in float32, 1.3651876 gives 873x799.
     """
-    shape = torch.tensor([height, width])
-    scale = torch.min(min_size / torch.min(shape).to(torch.float32), max_size / torch.max(shape).to(torch.float32))
-    return scale.item()
+    return min(min_size / min(height, width), max_size / max(height, width))
 
 
 def resize_image(image: Tensor, min_size: float, max_size: float) -> Tensor:

@@ -33,9 +33,8 @@ from fcos_lab.errors import InputError
 def test_resize_scale(height, width, numerator, denominator):
     got = resize_scale(height, width, 800, 1333)
     assert got == pytest.approx(numerator / denominator, rel=1e-6)
-    # Bit for bit torchvision's float32 arithmetic: a Python number divided by a float32 tensor, which is
-    # not always the correctly rounded quotient (800 / 480 gives 1.66666675, not 1.66666663).
-    assert got == (numerator / torch.tensor(float(denominator))).item()
+    # Bit for bit torchvision's eager arithmetic: Python floats (its float32 branch is for TorchScript only).
+    assert got == numerator / denominator
 
 
 def test_resize_image_sizes():
@@ -106,6 +105,13 @@ def test_preprocess_matches_torchvision_transform():
     expected, _ = transform(images)
     batch = preprocess(images, 200, 333, 32)
     assert list(batch.image_sizes) == [tuple(s) for s in expected.image_sizes]
+    torch.testing.assert_close(batch.tensors, expected.tensors)
+    # COCO val2017 000000000285 is 640x586: 586 * (800 / 586) reaches 800 in double precision (torchvision
+    # in eager mode) but 799.99996 in float32, which once made fcos_lab's image one column narrower.
+    image = [torch.rand(3, 640, 586, generator=generator)]
+    expected, _ = GeneralizedRCNNTransform(800, 1333, list(IMAGENET_MEAN), list(IMAGENET_STD)).eval()(image)
+    batch = preprocess(image, 800, 1333, 32)
+    assert batch.image_sizes == ((873, 800),) and expected.image_sizes == [(873, 800)]
     torch.testing.assert_close(batch.tensors, expected.tensors)
 
 

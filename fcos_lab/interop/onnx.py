@@ -26,9 +26,12 @@ in the graph from the symbolic feature-map sizes with :func:`fcos_lab.points.lev
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import logging
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -137,6 +140,20 @@ class DeployableFCOS(nn.Module):
         return candidates[keep], scores[keep], labels[keep]
 
 
+@contextlib.contextmanager
+def _quiet_loggers(*names: str) -> Iterator[None]:
+    """The exporter's graph passes log every rewrite at INFO, which the CLI's logging would print."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 def export_onnx(model: nn.Module, config: Config, path: str | Path, *, nms: bool = False) -> Path:
     """Export ``model`` (an fcos_lab FCOS built from ``config``) as one self-contained ONNX file.
 
@@ -156,7 +173,7 @@ def export_onnx(model: nn.Module, config: Config, path: str | Path, *, nms: bool
                torch.tensor([_EXAMPLE_UNITS[0] * unit, _EXAMPLE_UNITS[1] * unit]))
     height, width = torch.export.Dim("height_units", min=1), torch.export.Dim("width_units", min=1)
     outputs = ["boxes", "scores", "labels"] if nms else ["boxes", "scores"]
-    with torch.no_grad():
+    with torch.no_grad(), _quiet_loggers("onnxscript", "onnx_ir"):
         program = torch.onnx.export(
             wrapper, example, dynamo=True, opset_version=OPSET, input_names=["images", "image_size"],
             output_names=outputs, dynamic_shapes={"images": {2: unit * height, 3: unit * width}, "image_size": None},

@@ -100,7 +100,8 @@ def evaluate_checkpoint(checkpoint: str | Path, postprocess_from: Config | None 
     load_model_weights(model, payload)
     model = model.to(torch_device)
     _, val_set = build_datasets(config, need_train=False)
-    detections = predict_dataset(model, config, val_set, device=torch_device, batch_size=batch_size)
+    detections = predict_dataset(model, config, val_set, device=torch_device, batch_size=batch_size,
+                                 category_ids=payload["category_ids"] or None)
     if detections_path is not None:
         save_detections(detections_path, detections)
     result = evaluate_detections(val_set.coco, detections, class_agnostic=class_agnostic, max_dets=max_dets)

@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fcos_lab.config import Config
 from fcos_lab.checkpoint import atomic_write_text, export_safetensors, save_checkpoint
+from fcos_lab.config import Config
 from fcos_lab.errors import CheckpointError, DataError, InputError
 from fcos_lab.interop.torchvision import check_torchvision_state_dict, from_torchvision_state_dict
 

@@ -49,6 +49,18 @@ def coco_file(tmp_path_factory):
     return tv, path
 
 
+@pytest.fixture
+def no_download(monkeypatch):
+    """Any attempt to fetch weights fails the test."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"tried to download {args[:1]}")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", refuse)
+
+
 def _import(capsys, path: Path, out: Path, *extra: str) -> tuple[int, str]:
     code = main(["import-weights", str(path), "--from", "torchvision", "--out", str(out), *extra])
     return code, capsys.readouterr().err
@@ -73,7 +85,7 @@ def _subset_annotations(shared_coco: Path, out: Path, count: int = 3) -> tuple[P
 
 @pytest.mark.slow
 @pytest.mark.shared_data
-def test_imported_weights_evaluate_like_torchvision(coco_file, shared_coco, tmp_path, capsys):
+def test_imported_weights_evaluate_like_torchvision(coco_file, shared_coco, tmp_path, capsys, no_download):
     tv, path = coco_file
     code, err = _import(capsys, path, tmp_path / "run")
     assert code == 0, err
@@ -124,7 +136,7 @@ def test_imported_weights_evaluate_like_torchvision(coco_file, shared_coco, tmp_
     torch.testing.assert_close(torch.tensor([r["score"] for r in predicted]), alone["scores"], atol=1e-4, rtol=0)
 
 
-def test_other_class_count_wrapped_with_names(tmp_path, capsys):
+def test_other_class_count_wrapped_with_names(tmp_path, capsys, no_download):
     # A 3-class torchvision FCOS saved inside a training checkpoint ({"model": ...}) by a DataParallel run.
     tv = _torchvision_fcos(3, seed=1)
     path = tmp_path / "checkpoint.pth"

@@ -7,13 +7,18 @@ frozen (eval mode) and the stem and first stage without gradients, which is what
 ``fcos_r50_fpn_torchvision`` preset does (Detectron's FREEZE_AT=2, the paper's setting).
 
     python -m benchmarks.bench_vs_torchvision [--device cpu|cuda] [--amp] [--quick] [--threads N]
-        [--reps N] [--only assignment,train,infer,postprocess,eval] [--nchw] [--torchvision-channels-last]
+        [--reps N] [--only assignment,train,infer,postprocess,eval,imported] [--nchw] [--torchvision-channels-last]
 
 Writes ``benchmarks/results.md`` (one section per device and flag combination). Rows: target assignment; one training
 step (forward, assignment, loss, backward, SGD step) at batch 2 and 8; inference end to end (preprocess,
 forward, post-processing) at batch 1 and 8; post-processing alone; COCO evaluation of the same
 detections with pycocotools and faster-coco-eval (identical AP required). Each row also gives the lowest
 and highest ratio of one round's two timings, so a reader sees how steady the machine was.
+
+``--only imported`` (not in the default set) times the path of a user of published weights: torchvision's
+model's state dict saved as a ``.pth`` file, turned into a run folder by ``fcos-lab import-weights``
+(:func:`fcos_lab.interop.import_weights.import_weights`), loaded back as the CLI loads a checkpoint, and run
+end to end at batch 1 against torchvision's own model.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import datetime
 import platform
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -38,7 +44,8 @@ from fcos_lab.targets import pad_ground_truth
 from fcos_lab.train import compute_loss
 
 RESULTS = Path(__file__).with_name("results.md")
-SECTIONS = ("assignment", "train", "infer", "postprocess", "eval")
+SECTIONS = ("assignment", "train", "infer", "postprocess", "eval", "imported")
+DEFAULT_SECTIONS = SECTIONS[:5]
 
 
 def build_models(device: torch.device, min_size: int = 800, max_size: int = 1333):
@@ -84,6 +91,21 @@ def same_detections(expected: dict, got, score_tol: float = 1e-5, box_tol: float
     return True
 
 
+def inference_calls(tv: nn.Module, model: nn.Module, config, images: list[torch.Tensor], amp):
+    """Two calls running the same images end to end: torchvision's model, and an fcos_lab model."""
+
+    @torch.no_grad()
+    def tv_infer():
+        with amp:
+            return tv(images)
+
+    def our_infer():
+        with amp:
+            return detect(model, config, images)
+
+    return tv_infer, our_infer
+
+
 def median_ms(values: list[float]) -> float:
     return statistics.median(values) * 1000
 
@@ -104,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=None,
                         help="timed rounds per row (default 5, 3 with --quick; twice that minus one for the "
                              "cheaper batch-2 training and batch-1 inference rows)")
-    parser.add_argument("--only", default=",".join(SECTIONS),
-                        help=f"comma-separated rows to run, of {', '.join(SECTIONS)} (default: all)")
+    parser.add_argument("--only", default=",".join(DEFAULT_SECTIONS),
+                        help=f"comma-separated rows to run, of {', '.join(SECTIONS)} (default: all but imported)")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA for both models")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--nchw", action="store_true",
@@ -208,17 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     ours.eval()
     if "infer" in only:
         for batch_size in (1, 8):
-            images = images_of(batch_size, 4)
-
-            @torch.no_grad()
-            def tv_infer():
-                with amp:
-                    return tv(images)
-
-            def our_infer():
-                with amp:
-                    return detect(ours, config, images)
-
+            tv_infer, our_infer = inference_calls(tv, ours, config, images_of(batch_size, 4), amp)
             expected, got = tv_infer(), our_infer()
             same = all(same_detections(e, d) for e, d in zip(expected, got))
             checks.append(f"inference batch {batch_size}: detections identical to torchvision: {same} "
@@ -249,11 +261,25 @@ def main(argv: list[str] | None = None) -> int:
     if "eval" in only:
         lines.append(evaluation_row(checks, reps))
 
+    # 6. The imported model (torchvision's weights through a .pth file and a run folder), batch 1.
+    if "imported" in only:
+        with tempfile.TemporaryDirectory() as folder:
+            imported, imported_config = load_imported(tv, Path(folder), args.device, config)
+        if args.nchw:
+            imported = imported.to(memory_format=torch.contiguous_format)
+            imported.channels_last = False
+        tv_infer, imported_infer = inference_calls(tv, imported, imported_config, images_of(1, 6), amp)
+        same = same_detections(tv_infer()[0], imported_infer()[0])
+        checks.append(f"imported model, batch 1: detections identical to torchvision: {same}")
+        times = timed_round_robin({"tv": tv_infer, "ours": imported_infer}, device, warmup, cheap_reps)
+        lines.append(row("imported weights (.pth -> import-weights -> run folder), inference batch 1",
+                         times["tv"], times["ours"]))
+
     flags = [flag for flag, on in (("amp", args.amp), ("quick", args.quick), ("nchw", args.nchw),
                                    ("torchvision-channels-last", args.torchvision_channels_last)) if on]
     if args.reps:
         flags.append(f"reps {reps}")
-    if len(only) < len(SECTIONS):
+    if set(only) != set(DEFAULT_SECTIONS):
         flags.append(f"only {','.join(only)}")
     variant = " ".join([args.device, *flags])
     command = " ".join(["python -m benchmarks.bench_vs_torchvision", f"--device {args.device}",
@@ -284,6 +310,23 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write:
         write_section(section, variant)
     return 0
+
+
+def load_imported(tv: nn.Module, folder: Path, device: str, config) -> tuple[nn.Module, object]:
+    """Save ``tv``'s state dict as torchvision publishes weights, import it, and load the run folder.
+
+    The loading is :func:`fcos_lab.runs.load_detector`, the one every surface uses; the resize of
+    ``config`` (torchvision's, possibly ``--quick``) is kept so that both models see the same input.
+    """
+    from fcos_lab.interop.import_weights import import_weights
+    from fcos_lab.runs import load_detector
+
+    weights = folder / "fcos_resnet50_fpn.pth"
+    torch.save({k: v.cpu() for k, v in tv.state_dict().items()}, weights)
+    run_dir = import_weights(weights, folder / "run")
+    overrides = [f"input.min_size={config.input.min_size}", f"input.max_size={config.input.max_size}"]
+    loaded = load_detector(run_dir, overrides=overrides, device=device)
+    return loaded.model, loaded.config
 
 
 def evaluation_row(checks: list[str], reps: int) -> str:

@@ -125,6 +125,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float,
                    help="how far a box edge may leave [0, 1] (default: 1e-6, rounding; Ultralytics accepts 0.01)")
 
+    p = sub.add_parser("import-weights", help="turn a published weights file into a run folder (nothing is downloaded)")
+    p.add_argument("file", help="weights file, e.g. torchvision's fcos_resnet50_fpn_coco-99b0c9b7.pth")
+    p.add_argument("--from", dest="source", required=True, choices=["torchvision"], help="code base of the file")
+    p.add_argument("--out", required=True, help="run folder to create (absent or empty)")
+    p.add_argument("--class-names", help="text file, one class name a line (default: COCO's for 91 classes)")
+
+    p = sub.add_parser("export", help="export a checkpoint for deployment (ONNX, onnxruntime)")
+    p.add_argument("--checkpoint", required=True, help="checkpoint file or run folder")
+    p.add_argument("--format", default="onnx", choices=["onnx"], help="default: %(default)s")
+    p.add_argument("--out", required=True, help="output file, e.g. model.onnx")
+    p.add_argument("--nms", action="store_true", help="NMS inside the graph: outputs final detections")
+
     sub.add_parser("presets", help="list the presets and what they change")
     return parser
 
@@ -190,7 +202,8 @@ def _cmd_eval(args) -> int:
 
         loaded = _load(args)
         dataset = coco_dataset(loaded.config, args.ann, args.images)
-        detections = predict_dataset(loaded.model, loaded.config, dataset, device=loaded.device, progress=True)
+        detections = predict_dataset(loaded.model, loaded.config, dataset, device=loaded.device, progress=True,
+                                     category_ids=list(loaded.category_ids) or None)
     result = evaluate_detections(args.ann, detections, class_agnostic=class_agnostic, max_dets=max_dets)
     print(result.summary)
     if args.out:
@@ -259,6 +272,25 @@ def _cmd_convert(args) -> int:
     return 0
 
 
+def _cmd_import_weights(args) -> int:
+    from fcos_lab.interop.import_weights import import_weights
+
+    out = import_weights(args.file, args.out, source=args.source, class_names_file=args.class_names)
+    print(f"wrote {out} (model_final.pt, model_final.safetensors, config.json); try: fcos-lab predict --checkpoint {out} IMAGE")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from fcos_lab.interop.onnx import export_onnx
+
+    from fcos_lab.runs import load_detector
+
+    loaded = load_detector(args.checkpoint)
+    path = export_onnx(loaded.model, loaded.config, args.out, nms=args.nms)
+    print(f"wrote {path}")
+    return 0
+
+
 def _cmd_presets(args) -> int:
     from fcos_lab.presets import PRESETS
 
@@ -272,7 +304,7 @@ def _cmd_presets(args) -> int:
 COMMANDS = {
     "demo": _cmd_demo, "train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict,
     "stats": _cmd_stats, "fiftyone": _cmd_fiftyone, "errors": _cmd_errors, "presets": _cmd_presets,
-    "convert": _cmd_convert,
+    "convert": _cmd_convert, "import-weights": _cmd_import_weights, "export": _cmd_export,
 }
 
 

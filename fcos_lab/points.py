@@ -67,17 +67,9 @@ def _make_locations_cached(
     image_size: tuple[int, int] | None,
     device: str,
 ) -> Locations:
-    if offset not in ("half_stride", "zero"):
-        raise ValueError(f"offset must be 'half_stride' or 'zero', got {offset!r}")
     points, point_strides, levels = [], [], []
     for level, ((height, width), stride) in enumerate(zip(shapes, strides)):
-        step_y = image_size[0] // height if image_size is not None else stride
-        step_x = image_size[1] // width if image_size is not None else stride
-        shift = stride // 2 if offset == "half_stride" else 0
-        ys = torch.arange(height, dtype=torch.float32, device=device) * step_y + shift
-        xs = torch.arange(width, dtype=torch.float32, device=device) * step_x + shift
-        grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
-        points.append(torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=1))
+        points.append(level_points(height, width, stride, offset, image_size, device))
         point_strides.append(torch.full((height * width,), float(stride), device=device))
         levels.append(torch.full((height * width,), level, dtype=torch.int64, device=device))
     return Locations(
@@ -87,6 +79,40 @@ def _make_locations_cached(
         num_per_level=tuple(h * w for h, w in shapes),
         shapes=shapes,
     )
+
+
+def level_points(
+    height: int,
+    width: int,
+    stride: int,
+    offset: str = "half_stride",
+    image_size: tuple[int, int] | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """``[H*W, 2]`` (x, y) image coordinates of one level's locations, row-major.
+
+    ``height``, ``width`` and ``image_size`` may be symbolic sizes (``torch.export``, ONNX export with
+    dynamic height and width): only tensor arithmetic on them is used, no Python branching.
+
+    Args:
+        height, width: the level's feature-map size.
+        stride: the level's nominal stride s.
+        offset: ``"half_stride"`` places location x at ``floor(s/2) + x*s`` (Section 3.1); ``"zero"`` at
+            ``x*s`` (torchvision).
+        image_size: padded ``(H, W)``; when given the spacing is ``H // height`` and ``W // width``.
+        device: where the tensor lives.
+    """
+    if offset not in ("half_stride", "zero"):
+        raise ValueError(f"offset must be 'half_stride' or 'zero', got {offset!r}")
+    shift = stride // 2 if offset == "half_stride" else 0
+    step_y = image_size[0] // height if image_size is not None else stride
+    step_x = image_size[1] // width if image_size is not None else stride
+    ys = torch.arange(height, dtype=torch.float32, device=device) * step_y + shift
+    xs = torch.arange(width, dtype=torch.float32, device=device) * step_x + shift
+    # Broadcast against zeros instead of torch.meshgrid: the ONNX export of meshgrid's expand gave wrong
+    # shapes for levels one location wide (torch 2.14, onnxruntime 1.32). Adding 0 is exact.
+    zeros = torch.zeros(height, width, device=device)
+    return torch.stack([(xs[None, :] + zeros).reshape(-1), (ys[:, None] + zeros).reshape(-1)], dim=1)
 
 
 def grid_shapes(image_size: tuple[int, int], strides: tuple[int, ...] | list[int]) -> tuple[tuple[int, int], ...]:

@@ -184,8 +184,18 @@ def predict_dataset(
     batch_size: int = 4,
     num_workers: int = 0,
     progress: bool = False,
+    category_ids: list[int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run the model over a :class:`~fcos_lab.data.coco.CocoDetection` (test mode) and return COCO results."""
+    """Run the model over a :class:`~fcos_lab.data.coco.CocoDetection` (test mode) and return COCO results.
+
+    Args:
+        category_ids: the category id of each class index of the model (a checkpoint's); default the
+            dataset's own. Detections of a class whose id the dataset lacks (torchvision's COCO index 0 and
+            its "N/A" ids) are left out: COCO evaluation ignores them anyway, and they have already taken
+            their place among the ``max_detections`` of their image, as in torchvision's evaluation.
+    """
+    table = category_ids or dataset.category_ids
+    known = set(dataset.category_ids)
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
@@ -209,7 +219,8 @@ def predict_dataset(
             if config.postprocess.centerness_mode == "oracle":
                 oracle = Objective.from_config(config).oracle_centerness(output, ground_truth_of(targets))
             for det, target in zip(postprocess_output(output, batch, config, oracle), targets):
-                results.extend(detections_to_coco(det, target["image_id"], dataset.category_ids))
+                records = detections_to_coco(det, target["image_id"], table)
+                results.extend(r for r in records if r["category_id"] in known)
     finally:
         model.train(was_training)
     return results

@@ -94,7 +94,8 @@ def evaluate_checkpoint(checkpoint: str | Path, postprocess_from: Config | None 
     if data_from is not None:
         config = resolve(config, {k: v for k, v in data_from.overrides_for(config).items() if k.startswith("data.")})
     _, val_set = build_datasets(config, need_train=False)
-    detections = predict_dataset(loaded.model, config, val_set, device=loaded.device, batch_size=batch_size)
+    detections = predict_dataset(loaded.model, config, val_set, device=loaded.device, batch_size=batch_size,
+                                 category_ids=list(loaded.category_ids) or None)
     if detections_path is not None:
         save_detections(detections_path, detections)
     result = evaluate_detections(val_set.coco, detections, class_agnostic=class_agnostic, max_dets=max_dets)

@@ -30,6 +30,7 @@ from fcos_lab.errors import InputError
         # The old float32 scale 1.83066356 gave 437 * it = 799.99998 -> 799. The authors: 800, int(1118.54).
         (437, 611, (800, 1118), (800, 1118)),
         (620, 748, (800, 965), (800, 965)),
+        (640, 586, (873, 800), (873, 800)),  # val2017 image 285: the float32 scale gave 873 x 799
         (365, 354, (824, 800), (824, 800)),
         # 600x2000: 800 / 600 would make the long side 2667 > 1333. torchvision: scale 1333 / 2000 = 0.6665,
         # 600 * 0.6665 = 399.9 -> 399. The authors: size = round(1333 * 600 / 2000) = round(399.9) = 400,

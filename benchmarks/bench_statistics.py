@@ -31,12 +31,14 @@ TARGET_S = 60.0
 # (name, keyword overrides): one definition choice changed at a time from the defaults.
 VARIANTS = [
     ("continuous boxes [x, x + w]", dict(box_convention="continuous")),
-    ("strict size ranges (torchvision)", dict(size_range_inclusive=False)),
+    ("strict size ranges (torchvision)", dict(overrides={"assign.size_range_inclusive": False})),
+    ("torchvision's resized sizes (floor(side x scale))", dict(overrides={"input.resize_rule": "torchvision"})),
+    ("center sampling as |x - cx| < r s (torchvision)", dict(overrides={"assign.center_sampling_rule": "distance"})),
     ("ambiguity counted in (location, box) pairs", dict(ambiguity_unit="pairs")),
     ("degenerate boxes counted", dict(drop_degenerate=False)),
     ("anchors without Detectron's rounding", dict(anchor_detectron_rounding=False)),
     ("torchvision anchors (offset 0, exact sizes)", dict(anchor_offset=0.0, anchor_detectron_rounding=False)),
-    ("FCOS locations at x*s (torchvision)", dict(location_offset="zero")),
+    ("FCOS locations at x*s (torchvision)", dict(overrides={"assign.location_offset": "zero"})),
 ]
 
 

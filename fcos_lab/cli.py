@@ -308,8 +308,24 @@ COMMANDS = {
 }
 
 
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; ``section.field=value`` overrides may stand anywhere after the command."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    takes_inputs = hasattr(args, "inputs")  # predict: image paths may follow options too
+    unknown = [item for item in extra if not (OVERRIDE_PATTERN.match(item) or (takes_inputs and not item.startswith("-")))]
+    if unknown or (extra and not hasattr(args, "overrides") and not takes_inputs):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
+    if extra:
+        if hasattr(args, "overrides"):
+            args.overrides = list(args.overrides or []) + extra
+        else:  # predict: overrides are split from its image paths
+            args.inputs = list(args.inputs) + extra
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return COMMANDS[args.command](args)

@@ -102,3 +102,32 @@ def test_xywh_round_trip():
     xywh = torch.tensor([[10.0, 20.0, 30.0, 40.0]])
     assert xywh_to_xyxy(xywh).tolist() == [[10.0, 20.0, 40.0, 60.0]]
     assert torch.equal(xyxy_to_xywh(xywh_to_xyxy(xywh)), xywh)
+
+
+def test_coco_to_xyxy_continuous_and_legacy_by_hand():
+    # Image 10 (h) x 20 (w). Box A [2, 3, 5, 4]: continuous (2, 3, 7, 7); legacy (2, 3, 2 + 4, 3 + 3) = (2, 3, 6, 6).
+    # Box B [18, 8, 5, 5] leaves the image: continuous clips x1 to 20, y1 to 10; legacy clips to W - 1 = 19,
+    # H - 1 = 9. Box C [4, 4, 0.5, 3] is 0.5 wide: continuous (4, 4, 4.5, 7); legacy max(0.5 - 1, 0) = 0 wide:
+    # degenerate (maskrcnn-benchmark's remove_empty drops it).
+    import numpy as np
+
+    from fcos_lab.boxes import coco_to_xyxy
+
+    xywh = np.array([[2, 3, 5, 4], [18, 8, 5, 5], [4, 4, 0.5, 3]], dtype=np.float64)
+    sizes = np.array([[10, 20]] * 3)
+    boxes, degenerate = coco_to_xyxy(xywh, sizes, "continuous")
+    assert boxes.tolist() == [[2, 3, 7, 7], [18, 8, 20, 10], [4, 4, 4.5, 7]] and not degenerate.any()
+    assert boxes.dtype == np.float32
+    boxes, degenerate = coco_to_xyxy(xywh, sizes, "legacy")
+    assert boxes.tolist() == [[2, 3, 6, 6], [18, 8, 19, 9], [4, 4, 4, 6]]
+    assert degenerate.tolist() == [False, False, True]
+    with pytest.raises(ValueError, match="box convention"):
+        coco_to_xyxy(xywh, sizes, "xywh")
+
+
+def test_box_area_plus_one():
+    from fcos_lab.boxes import box_area
+
+    boxes = torch.tensor([[0.0, 0.0, 2.0, 200.0], [1.0, 1.0, 1.0, 5.0]])
+    assert box_area(boxes).tolist() == [400.0, 0.0]
+    assert box_area(boxes, 1.0).tolist() == [603.0, 5.0]  # maskrcnn-benchmark: (x1 - x0 + 1)(y1 - y0 + 1)

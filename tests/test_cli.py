@@ -51,7 +51,7 @@ def test_demo_quick_then_predict_and_eval(tmp_path):
     pred = tmp_path / "pred"
     done = subprocess.run(
         cmd + ["predict", "--checkpoint", str(out / "run"), str(out / "synthetic" / "val"), "--out", str(pred),
-               "--device", "cpu", "--set", "postprocess.score_thresh=0.0"],
+               "--device", "cpu", "postprocess.score_thresh=0.0"],
         capture_output=True, text=True,
     )
     assert done.returncode == 0, done.stderr[-2000:]
@@ -101,3 +101,26 @@ def test_eval_proposals_reports_ar1000(tmp_path, capsys):
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["AR100"] == pytest.approx(0.5)
     assert metrics["AR1000"] == pytest.approx(1.0)
+
+
+def test_overrides_are_taken_one_way_by_every_command():
+    # Positional section.field=value arguments, before or after the options, for every command that takes them;
+    # predict splits them from its image paths. The old --set is gone.
+    from fcos_lab.cli import parse, split_overrides
+
+    override = "postprocess.nms_thresh=0.5"
+    for argv in (
+        ["train", override, "--preset", "fcos_r50_fpn_1x"],
+        ["train", "--preset", "fcos_r50_fpn_1x", override],
+        ["eval", "--ann", "a.json", override, "--checkpoint", "c"],
+        ["stats", "--ann", "a.json", override],
+        ["errors", "--detections", "d.json", "--ann", "a.json", override],
+        ["fiftyone", "--ann", "a.json", "--images", "i", "--pred", "d.json", override],
+    ):
+        assert parse(argv).overrides == [override], argv
+    args = parse(["predict", "--checkpoint", "c", "img.jpg", "--device", "cpu", override, "folder"])
+    assert split_overrides(args.inputs) == (["img.jpg", "folder"], [override])
+    with pytest.raises(SystemExit):
+        parse(["predict", "--checkpoint", "c", "img.jpg", "--set", override])
+    with pytest.raises(SystemExit):
+        parse(["presets", override])

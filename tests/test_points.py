@@ -85,7 +85,7 @@ def demo_model():
 def test_feature_shapes_match_real_model(demo_model, size):
     with torch.no_grad():
         out = demo_model(torch.zeros(1, 3, *size))
-    assert out.locations.shapes == feature_shapes(size)
+    assert out.feature_shapes == feature_shapes(size)
     assert out.cls_logits.shape[1] == sum(h * w for h, w in feature_shapes(size))
 
 

@@ -14,7 +14,7 @@ import torch
 from fcos_lab.errors import InputError
 from fcos_lab.points import feature_shapes, make_locations
 from fcos_lab.presets import get_preset
-from fcos_lab.targets import GroundTruth, assign, pad_ground_truth, size_ranges_per_location
+from fcos_lab.targets import GroundTruth, assign, assign_dense, pad_ground_truth, size_ranges_per_location
 
 INF = math.inf
 GRID = make_locations(((4, 4),), (8,))
@@ -400,40 +400,23 @@ def test_pad_ground_truth_layout():
     assert gt.crowd.tolist() == [[True, False], [False, False]]
 
 
-def _direct_assign(locations, gt, size_ranges, inclusive, radius, tiebreak_float32):
-    """The formulas of Sections 3.1-3.2 on dense float [B, P, M] tensors: the reference for assign()."""
-    points, strides = locations.points, locations.strides
-    x, y = points[None, :, 0, None], points[None, :, 1, None]
-    x0, y0, x1, y1 = (gt.boxes[:, None, :, k] for k in range(4))
-    ltrb = torch.stack([x - x0, y - y0, x1 - x, y1 - y], dim=-1)  # Eq. (1), [B, P, M, 4]
-    inside = ltrb.min(dim=-1).values > 0
-    reach = ltrb.max(dim=-1).values
-    ranges = torch.tensor(size_ranges, dtype=torch.float32)[locations.level_index][None, :, :, None]
-    lower, upper = ranges[:, :, 0], ranges[:, :, 1]
-    in_range = (reach >= lower) & (reach <= upper) if inclusive else (reach > lower) & (reach < upper)
-    if radius > 0:
-        offset = torch.maximum((x - (x0 + x1) / 2).abs(), (y - (y0 + y1) / 2).abs())
-        near = offset < (radius * strides)[None, :, None]
-    else:
-        near = torch.ones_like(inside)
-    candidates = inside & in_range & near & (gt.valid & ~gt.crowd)[:, None, :]
-    areas = ((x1 - x0) * (y1 - y0)).expand_as(reach)
-    if tiebreak_float32:
-        best, matched = (candidates.float() * (1e8 - areas.float())).max(dim=2)
-        matched = torch.where(best < 1e-5, -1, matched)
-    else:
-        matched = torch.where(candidates.any(dim=2), torch.where(candidates, areas, math.inf).argmin(dim=2), -1)
-    return inside, in_range, near, candidates, matched
+_FIELDS = ("labels", "matched_gt", "box_targets", "centerness_targets", "positive", "inside_box", "in_size_range",
+           "in_center_region", "candidates", "num_candidates")
+
+
+def _assert_same(fast, dense) -> None:
+    for name in _FIELDS:
+        assert torch.equal(getattr(fast, name), getattr(dense, name)), name
 
 
 @pytest.mark.parametrize("offset, from_image", [("half_stride", False), ("zero", True)])
 @pytest.mark.parametrize("inclusive", [True, False])
-@pytest.mark.parametrize("radius", [0.0, 1.5])
-@pytest.mark.parametrize("tiebreak", [False, True])
-def test_matches_direct_formulas(offset, from_image, inclusive, radius, tiebreak):
-    # assign() combines per-row and per-column tests; the result must be the dense computation's, also
-    # with coordinates on the location grid and on the range boundaries (multiples of 8), duplicate
-    # boxes (area ties), a box larger than 1e8 px^2, crowd boxes and padding.
+@pytest.mark.parametrize("radius, rule", [(0.0, "region"), (1.5, "region"), (1.5, "distance"), (0.75, "region")])
+@pytest.mark.parametrize("area_offset, tiebreak", [(0.0, False), (1.0, False), (0.0, True)])
+def test_matches_the_readable_dense_assignment(offset, from_image, inclusive, radius, rule, area_offset, tiebreak):
+    # assign() combines per-row and per-column tests and bit sets; assign_dense() states Sections 3.1-3.2 on
+    # dense [B, P, M] tensors. Equal on coordinates on the location grid and on the range boundaries
+    # (multiples of 8), duplicate boxes (area ties), a box larger than 1e8 px^2, crowd boxes and padding.
     size = (136, 200)
     loc = make_locations(feature_shapes(size), (8, 16, 32, 64, 128), offset, size if from_image else None)
     generator = torch.Generator().manual_seed(11)
@@ -444,16 +427,79 @@ def test_matches_direct_formulas(offset, from_image, inclusive, radius, tiebreak
     crowd = [torch.arange(9) == 6, torch.zeros(4, dtype=torch.bool)]
     gt = pad_ground_truth(boxes, labels, crowd)
     ranges = ((0, 32), (32, 64), (64, 128), (128, 256), (256, INF))
-    switches = dict(size_range_inclusive=inclusive, center_sampling_radius=radius, area_tiebreak_float32=tiebreak)
-    a = assign(loc, gt, ranges, **switches)
-    inside, in_range, near, candidates, matched = _direct_assign(loc, gt, ranges, inclusive, radius, tiebreak)
-    assert torch.equal(a.inside_box, inside)
-    assert torch.equal(a.in_size_range, in_range)
-    assert torch.equal(a.in_center_region, near)
-    assert torch.equal(a.candidates, candidates)
-    assert torch.equal(a.num_candidates, candidates.sum(dim=2))
-    assert torch.equal(a.matched_gt, matched)
-    assert (a.num_candidates > 1).any(), "the scene must contain ambiguous locations"
+    switches = dict(size_range_inclusive=inclusive, center_sampling_radius=radius, center_sampling_rule=rule,
+                    area_offset=area_offset, area_tiebreak_float32=tiebreak)
+    fast = assign(loc, gt, ranges, **switches)
+    _assert_same(fast, assign_dense(loc, gt, ranges, **switches))
+    assert (fast.num_candidates > 1).any(), "the scene must contain ambiguous locations"
+
+
+def test_fast_equals_dense_on_real_boxes(shared_coco):
+    # Every switch combination of the presets, on the boxes of 40 real val2017 images at the training resize.
+    from fcos_lab.analysis.dataset_boxes import boxes_for_config
+    from fcos_lab.analysis.recall_ambiguity import batches
+    from fcos_lab.data.coco_annotations import load_coco_annotations
+    from fcos_lab.objective import Objective
+    from fcos_lab.presets import PRESETS, resolve
+
+    ann = shared_coco / "annotations" / "instances_val2017_lightly128_bboxonly_DERIVED.json"
+    data = load_coco_annotations(ann).dataset
+    for name in ("fcos_r50_fpn_1x", "fcos_imprv_r50_fpn_1x", "fcos_r50_fpn_torchvision"):
+        for convention in ("continuous", "legacy"):
+            config = resolve(PRESETS[name], {"data.box_convention": convention})
+            objective = Objective.from_config(config)
+            padded, _ = boxes_for_config(data, ann, config, crowd="ignore")
+            checked = 0
+            for padded_size, members in batches(padded, objective.strides, max_images=4)[:10]:
+                index = torch.from_numpy(members)
+                m = int(padded.valid[index].sum(1).max())
+                gt = GroundTruth(padded.boxes[index, :m], padded.labels[index, :m], padded.valid[index, :m],
+                                 padded.crowd[index, :m])
+                locations = objective.image_locations(padded_size)
+                a = objective.assign(locations, gt)
+                dense = assign_dense(locations, gt, objective.size_ranges,
+                                     size_range_inclusive=objective.size_range_inclusive,
+                                     center_sampling_radius=objective.center_sampling_radius,
+                                     center_sampling_rule=objective.center_sampling_rule,
+                                     area_offset=objective.area_offset,
+                                     area_tiebreak_float32=objective.area_tiebreak_float32)
+                _assert_same(a, dense)
+                checked += len(members)
+            assert checked >= 20, (name, convention)
+
+
+def test_center_sampling_follows_the_authors_arithmetic_at_the_boundary():
+    # A box (0, 380, 64, 580.00006103515625): cy = 480.000030517578125 in float32, radius 1.5 on a stride-32
+    # level gives r*s = 48. At y = 528, |y - cy| = 47.99997 < 48: inside by torchvision's distance test. The
+    # authors (get_sample_region) first round cy + 48 = 528.0000305 to float32: halfway between 528 and
+    # 528 + 2^-14, ties to even, 528.0; then require ymax - y = 528 - 528 > 0: background.
+    # (The same case as box 10 of val2017 image 17959 under fcos_imprv_r50_fpn_1x, where cy = 480.00003.)
+    loc = make_locations(((1, 1),), (32,), offset="zero")
+    loc = type(loc)(torch.tensor([[32.0, 528.0]]), loc.strides, loc.level_index, loc.num_per_level, loc.shapes)
+    box = torch.tensor([[0.0, 380.0, 64.0, 580.00006103515625]])
+    assert ((box[0, 1] + box[0, 3]) / 2).item() == 480.000030517578125
+    gt = pad_ground_truth([box], [torch.tensor([0])])
+    ranges = ((0.0, INF),)
+    region = assign(loc, gt, ranges, center_sampling_radius=1.5, center_sampling_rule="region")
+    distance = assign(loc, gt, ranges, center_sampling_radius=1.5, center_sampling_rule="distance")
+    assert region.matched_gt.tolist() == [[-1]] and not region.in_center_region.any()
+    assert distance.matched_gt.tolist() == [[0]]
+    for rule, fast in (("region", region), ("distance", distance)):
+        _assert_same(fast, assign_dense(loc, gt, ranges, center_sampling_radius=1.5, center_sampling_rule=rule))
+
+
+def test_plus_one_areas_of_legacy_boxes_change_the_minimal_area_choice():
+    # A = (0, 0, 2, 200): area 2 * 200 = 400, "+1" area 3 * 201 = 603. B = (0, 0, 20, 20.5): area 410,
+    # "+1" 21 * 21.5 = 451.5. The location (1, 1) is inside both: plain areas pick A (400 < 410), the
+    # authors' "+1" areas pick B (451.5 < 603).
+    loc = make_locations(((1, 1),), (8,), offset="zero")
+    loc = type(loc)(torch.tensor([[1.0, 1.0]]), loc.strides, loc.level_index, loc.num_per_level, loc.shapes)
+    gt = pad_ground_truth([torch.tensor([[0.0, 0.0, 2.0, 200.0], [0.0, 0.0, 20.0, 20.5]])], [torch.tensor([0, 1])])
+    for offset, expected in ((0.0, 0), (1.0, 1)):
+        fast = assign(loc, gt, ((0.0, INF),), area_offset=offset)
+        assert fast.matched_gt.tolist() == [[expected]]
+        assert fast.num_candidates.tolist() == [[2]]
+        _assert_same(fast, assign_dense(loc, gt, ((0.0, INF),), area_offset=offset))
 
 
 def test_locations_that_are_no_grid():
@@ -490,9 +536,6 @@ def test_many_boxes(num_boxes):
     ranges = ((0, 16), (16, 32), (32, 64), (64, 128), (128, INF))
     for tiebreak in (False, True):
         a = assign(loc, gt, ranges, area_tiebreak_float32=tiebreak)
-        *_, candidates, matched = _direct_assign(loc, gt, ranges, True, 0.0, tiebreak)
-        assert torch.equal(a.candidates, candidates)
-        assert torch.equal(a.num_candidates, candidates.sum(dim=2))
-        assert torch.equal(a.matched_gt, matched)
+        _assert_same(a, assign_dense(loc, gt, ranges, area_tiebreak_float32=tiebreak))
         assert a.num_candidates.max() > 3
         assert (a.matched_gt == num_boxes - 1).any()

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import fcos_lab.train as train_module
 from fcos_lab.checkpoint import load_checkpoint
 from fcos_lab.data.synthetic import make_synthetic_coco
 from fcos_lab.demo import demo_config
+from fcos_lab.objective import Objective
 from fcos_lab.train import NonFiniteLossError, train
 
 MAX_ITERS = 10
@@ -69,17 +69,17 @@ def test_sigkill_at_random_moment_then_resume_is_exact(tmp_path):
 def test_non_finite_losses_skip_then_stop(tmp_path, monkeypatch, caplog):
     config = demo_config(tmp_path, quick=True, overrides=["train.max_iters=12", "train.checkpoint_every=2",
                                                           "train.max_bad_steps=3"])
-    real = train_module.compute_loss
+    real = Objective.loss
     calls = {"n": 0}
 
-    def flaky(output, gt, cfg):
+    def flaky(self, output, gt):
         calls["n"] += 1
-        losses = real(output, gt, cfg)
+        losses = real(self, output, gt)
         if calls["n"] == 3 or calls["n"] >= 6:  # one isolated bad step, then a run of them
             losses = {k: v * float("nan") for k, v in losses.items()}
         return losses
 
-    monkeypatch.setattr(train_module, "compute_loss", flaky)
+    monkeypatch.setattr(Objective, "loss", flaky)
     with pytest.raises(NonFiniteLossError, match="3 consecutive non-finite losses"):
         train(config, tmp_path / "run", device="cpu", evaluate_at_end=False, progress=False)
     assert "non-finite loss" in caplog.text
@@ -105,14 +105,14 @@ def test_unwritable_run_folder_fails_before_training(tmp_path, capsys):
 def test_non_finite_checked_at_log_time_without_per_step_sync(tmp_path, monkeypatch):
     config = demo_config(tmp_path, quick=True, overrides=["train.max_iters=12", "train.log_every=2",
                                                           "train.skip_nonfinite=false"])
-    real = train_module.compute_loss
+    real = Objective.loss
     calls = {"n": 0}
 
-    def flaky(output, gt, cfg):
+    def flaky(self, output, gt):
         calls["n"] += 1
-        losses = real(output, gt, cfg)
+        losses = real(self, output, gt)
         return {k: v * float("nan") for k, v in losses.items()} if calls["n"] == 3 else losses
 
-    monkeypatch.setattr(train_module, "compute_loss", flaky)
+    monkeypatch.setattr(Objective, "loss", flaky)
     with pytest.raises(NonFiniteLossError, match=r"iterations 3\.\.4"):
         train(config, tmp_path / "run", device="cpu", evaluate_at_end=False, progress=False)

@@ -15,7 +15,8 @@ from fcos_lab.errors import CheckpointError, InputError
 from fcos_lab.losses import LossInputs, fcos_loss
 from fcos_lab.model import FCOS, FCOSOutput, build_model
 from fcos_lab.model.backbone import build_resnet, load_state_dict_file
-from fcos_lab.points import feature_shapes, make_locations
+from fcos_lab.objective import Objective
+from fcos_lab.points import feature_shapes, grid_shapes, make_locations
 from fcos_lab.presets import PRESETS, get_preset
 from fcos_lab.targets import assign, pad_ground_truth
 
@@ -47,23 +48,26 @@ def test_forward_every_preset(name):
         assert out.anchors.shape == (NUM_LOCATIONS * num_anchors, 4)
         assert torch.isfinite(out.cls_logits).all() and torch.isfinite(out.box_deltas).all()
     else:
+        # P3-P7 (44 locations), or P2-P7 with P2's 8 x 16 grid in front (172).
+        shapes = grid_shapes(SIZE, config.model.strides)
+        num_locations = sum(h * w for h, w in shapes)
+        assert num_locations == (NUM_LOCATIONS if config.model.strides[0] == 8 else NUM_LOCATIONS + 128)
         assert isinstance(out, FCOSOutput)
-        assert out.cls_logits.shape == (1, NUM_LOCATIONS, num_classes)
-        assert out.box_regression.shape == (1, NUM_LOCATIONS, 4)
+        assert out.cls_logits.shape == (1, num_locations, num_classes)
+        assert out.box_regression.shape == (1, num_locations, 4)
         if config.model.centerness_on == "none":
             assert out.centerness_logits is None
         else:
-            assert out.centerness_logits.shape == (1, NUM_LOCATIONS)
-        assert out.locations.points.shape == (NUM_LOCATIONS, 2)
-        assert out.locations.shapes == feature_shapes(SIZE)
-        assert out.locations.num_per_level == (32, 8, 2, 1, 1)
+            assert out.centerness_logits.shape == (1, num_locations)
+        assert out.feature_shapes == shapes and out.image_size == SIZE
+        locations = Objective.from_config(config).output_locations(out)
         expected_locations = make_locations(
-            feature_shapes(SIZE),
+            shapes,
             config.model.strides,
             config.assign.location_offset,
             SIZE if config.assign.stride_from_image else None,
         )
-        assert torch.equal(out.locations.points, expected_locations.points)
+        assert torch.equal(locations.points, expected_locations.points)
         assert torch.isfinite(out.cls_logits).all() and torch.isfinite(out.box_regression).all()
         # exp(s x) is positive; ReLU(s x) * stride is non-negative.
         if config.model.box_param == "exp":
@@ -125,7 +129,7 @@ def test_same_output_type_in_train_and_eval(backbone_norm):
         if backbone_norm == "frozen_bn":  # frozen BatchNorm and GroupNorm behave the same in both modes
             torch.testing.assert_close(getattr(train_out, name), getattr(eval_out, name))
     assert train_out.cls_logits.requires_grad and not eval_out.cls_logits.requires_grad
-    assert train_out.locations is eval_out.locations  # the cached grid of the same feature shapes
+    assert train_out.feature_shapes == eval_out.feature_shapes and train_out.image_size == eval_out.image_size
 
 
 @pytest.mark.parametrize("frozen_stages", [0, 1, 2, 3, 4])
@@ -239,17 +243,18 @@ def test_exp_overflow_does_not_poison_gradients():
     config = get_preset("fcos_r50_fpn_1x")
     model_config = dataclasses.replace(config.model, backbone="resnet18", fpn_channels=64, num_classes=3)
     torch.manual_seed(0)
-    model = FCOS(model_config, config.assign)
+    model = FCOS(model_config)
     with torch.no_grad():
         model.head.box_pred.bias.fill_(1000.0)
     out = model(torch.randn(1, 3, *SIZE))
+    locations = Objective.from_config(config).output_locations(out)
     assert torch.isfinite(out.box_regression).all()
     gt = pad_ground_truth([torch.tensor([[2.0, 2.0, 30.0, 26.0]])], [torch.tensor([1])])
-    a = assign(out.locations, gt, ((0, 32), (32, 64), (64, 128), (128, 256), (256, math.inf)))
+    a = assign(locations, gt, ((0, 32), (32, 64), (64, 128), (128, 256), (256, math.inf)))
     assert a.positive.any() and (~a.positive).any()
     losses = fcos_loss(
         LossInputs(out.cls_logits, out.box_regression, out.centerness_logits, a.labels, a.box_targets,
-                   a.centerness_targets, a.positive, out.locations.strides[None])
+                   a.centerness_targets, a.positive, locations.strides[None])
     )
     losses["loss"].backward()
     for name, param in model.named_parameters():

@@ -110,6 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="fcos_r50_fpn_1x", help="preset the detections were made with")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
 
+    p = sub.add_parser("tune", help="recommend size ranges and input size for a dataset (and whether it needs P2)",
+                       epilog=EPILOG)
+    p.add_argument("--ann", required=True, help="COCO-format annotation JSON (e.g. from fcos-lab convert)")
+    p.add_argument("--preset", default="fcos_r50_fpn_1x", help="whose assignment, levels and input size (default: %(default)s)")
+    p.add_argument("--levels", choices=["p3", "p2"], help="search P3-P7 or P2-P7 ranges (default: the preset's levels)")
+    p.add_argument("--max-ambiguity", type=float, help="ambiguity limit in percent (default: the paper ranges')")
+    p.add_argument("--search-images", type=int, help="images in the search sample (default: 500)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--out", help="folder for tune.json, report.md and the figures (HTML, PNG)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
+
     p = sub.add_parser("convert", help="convert a YOLO-format dataset (one label .txt per image) to COCO JSON",
                        description="YOLO lines 'class cx cy w h' (fractions of the image as displayed, after EXIF "
                                    "orientation) become COCO [x, y, w, h] pixel boxes; see fcos_lab.data.yolo.")
@@ -259,6 +270,16 @@ def _cmd_errors(args) -> int:
     return int(errors_main(argv + list(args.overrides)) or 0)
 
 
+def _cmd_tune(args) -> int:
+    from fcos_lab.analysis.tune_report import main as tune_main
+
+    argv = ["--ann", args.ann, "--preset", args.preset] + (["--levels", args.levels] if args.levels else [])
+    argv += ["--max-ambiguity", str(args.max_ambiguity)] if args.max_ambiguity is not None else []
+    argv += ["--search-images", str(args.search_images)] if args.search_images is not None else []
+    argv += (["--json"] if args.json else []) + (["--out", args.out] if args.out else [])
+    return int(tune_main(argv + list(args.overrides)) or 0)
+
+
 def _cmd_convert(args) -> int:
     from fcos_lab.checkpoint import atomic_write_text
     from fcos_lab.data.yolo import convert_yolo_to_coco, format_summary, read_class_names
@@ -303,7 +324,7 @@ def _cmd_presets(args) -> int:
 
 COMMANDS = {
     "demo": _cmd_demo, "train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict,
-    "stats": _cmd_stats, "fiftyone": _cmd_fiftyone, "errors": _cmd_errors, "presets": _cmd_presets,
+    "stats": _cmd_stats, "fiftyone": _cmd_fiftyone, "errors": _cmd_errors, "presets": _cmd_presets, "tune": _cmd_tune,
     "convert": _cmd_convert, "import-weights": _cmd_import_weights, "export": _cmd_export,
 }
 

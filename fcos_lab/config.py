@@ -45,7 +45,7 @@ class ModelConfig:
     box_param: Literal["exp", "relu"] = "exp"  # Section 3.1 exp(x); "relu" = ReLU(x)*stride (Table 3 "Normalization")
     learnable_scale: bool = True  # Section 3.2: exp(s_i x) with a trainable scalar per level (Table 8 "Scalar")
     prior_prob: float = 0.01  # Section 4: classification bias init as in RetinaNet
-    strides: tuple[int, ...] = paper.STRIDES  # Section 3.2: P3..P7
+    strides: tuple[int, ...] = paper.STRIDES  # Section 3.2: P3..P7; (4, 8, ..., 128) adds P2 (an extension)
     detector: Literal["fcos", "anchor"] = "fcos"  # "anchor": the RetinaNet / RPN baselines of Tables 3, 6, 8
     anchor_sizes: tuple[float, ...] = paper.RETINANET_ANCHOR_SIZES  # RetinaNet: 4 x stride per level
     anchor_scales: tuple[float, ...] = paper.RETINANET_ANCHOR_SCALES  # 3 per octave (#A=9 with 3 ratios)
@@ -322,8 +322,14 @@ def validate(config: Config) -> None:
     for lo, hi in a.size_ranges:
         if not lo < hi:
             raise ConfigError(f"assign.size_ranges: each range needs lo < hi, got ({lo}, {hi})")
-    if tuple(m.strides[:3]) != (8, 16, 32) or any(s != 2 * p for p, s in zip(m.strides, m.strides[1:])):
-        raise ConfigError(f"model.strides must start 8, 16, 32 and double per level, got {m.strides}")
+    # The network's levels: P3 (stride 8) to P7 (128) as in the paper, or from P2 (stride 4, from C2), the
+    # extension for small objects; the FPN builds exactly these.
+    doubling = all(s == 2 * p for p, s in zip(m.strides, m.strides[1:]))
+    if m.strides[:1] not in ((8,), (4,)) or m.strides[-1] != 128 or not doubling:
+        raise ConfigError(f"model.strides must double per level from 8 (P3) or 4 (P2) up to 128 (P7), got {m.strides}")
+    if m.detector == "anchor" and len(m.anchor_sizes) != len(m.strides):
+        raise ConfigError(
+            f"model.anchor_sizes has {len(m.anchor_sizes)} sizes but model.strides has {len(m.strides)} levels")
     if m.num_classes < 1:
         raise ConfigError(f"model.num_classes must be >= 1, got {m.num_classes}")
     if not 0 <= m.frozen_stages <= 4:  # stem + layer1..layer4; a ResNet has no layer5

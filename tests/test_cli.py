@@ -16,7 +16,7 @@ def test_help_lists_commands(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("demo", "train", "eval", "predict", "stats", "errors", "presets"):
+    for command in ("demo", "train", "eval", "predict", "stats", "errors", "presets", "tune"):
         assert command in out
 
 

@@ -5,6 +5,7 @@ preset's :class:`~fcos_lab.objective.Objective`, varied only in what the widgets
 boxes resized as the preset's data loader resizes them.
 """
 
+import math
 import time
 
 import fcos_app
@@ -30,8 +31,9 @@ assign_cfg = preset.assign
 # Widget keys carry the preset, so that choosing another preset resets them to its values.
 min_size = top[1].number_input("Shorter side (px)", 64, 2048, preset.input.min_size, step=32,
                                key=f"min_size|{preset.name}")
-fpn = top[2].toggle("FPN", value=True, key="fpn", help="On: P3-P7 with size ranges. Off: P4 only (stride 16, "
-                    "no size limit), the paper's 'w/o FPN' rows.")
+first_level = round(math.log2(preset.model.strides[0]))  # 3 (P3), or 2 for a preset with a P2 level
+fpn = top[2].toggle("FPN", value=True, key="fpn", help=f"On: P{first_level}-P7 with size ranges. Off: P4 only "
+                    "(stride 16, no size limit), the paper's 'w/o FPN' rows.")
 center_sampling = top[3].toggle("Center sampling", value=assign_cfg.center_sampling_radius > 0,
                                 key=f"center_sampling|{preset.name}", help="Table 3 'ctr. sampling'.")
 radius = top[4].slider("Center-sampling radius (strides)", 0.25, 4.0,
@@ -39,9 +41,10 @@ radius = top[4].slider("Center-sampling radius (strides)", 0.25, 4.0,
                        key=f"radius|{preset.name}", disabled=not center_sampling)
 bounds_default = [hi for _, hi in assign_cfg.size_ranges[:-1]]
 bound_columns = st.columns(len(bounds_default) + 1)
-bound_columns[0].markdown(r"**Size ranges** of max(l\*, t\*, r\*, b\*): m2 = 0, m7 = inf")
+bound_columns[0].markdown(rf"**Size ranges** of max(l\*, t\*, r\*, b\*): m{first_level - 1} = 0, m7 = inf")
 bounds = [
-    column.number_input(f"m{i + 3} (px)", 1.0, 100000.0, float(value), step=8.0, key=f"m{i + 3}|{preset.name}",
+    column.number_input(f"m{i + first_level} (px)", 1.0, 100000.0, float(value), step=8.0,
+                        key=f"m{i + 3}|{preset.name}",
                         disabled=not fpn)
     for i, (column, value) in enumerate(zip(bound_columns[1:], bounds_default))
 ]

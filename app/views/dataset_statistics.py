@@ -42,7 +42,7 @@ min_size = left.number_input("Shorter side (px)", 64, 2048, preset.input.min_siz
 max_images = left.number_input("At most this many images", 1, 100000, 500, step=100, key="stats_max_images",
                                help="The recomputation is live; large files are cut to their first images.")
 strides_text = middle.text_input("Strides", ", ".join(map(str, preset.model.strides)), key=f"strides|{preset.name}")
-bounds_text = middle.text_input("Size range boundaries m3 ... (m2 = 0, last = inf)",
+bounds_text = middle.text_input("Size range boundaries between levels (first range from 0, last to inf)",
                                 ", ".join(f"{hi:g}" for _, hi in preset.assign.size_ranges[:-1]),
                                 key=f"bounds|{preset.name}")
 fpn = right.toggle("FPN; off: P4 only (stride 16, no size limit)", value=True, key="stats_fpn")

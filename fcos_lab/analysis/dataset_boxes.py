@@ -72,6 +72,29 @@ class PaddedBoxes:
             resized_sizes=self.resized_sizes[rows], padded_sizes=self.padded_sizes[rows],
         )
 
+    def keep(self, mask: Tensor) -> PaddedBoxes:
+        """Only the boxes where ``mask`` ``[N, M]`` is True, moved to the front of each row in their order.
+
+        The order of the kept boxes is unchanged (the minimal-area rule keeps the first of equal areas), and
+        the padding is trimmed to the most boxes any row keeps. Images keep their rows, possibly empty.
+        """
+        kept = mask & self.valid
+        order = torch.sort((~kept).to(torch.uint8), dim=1, stable=True).indices  # kept boxes first, in order
+        max_boxes = int(kept.sum(1).max()) if kept.numel() else 0
+        order = order[:, :max_boxes]
+
+        def gather(values: Tensor) -> Tensor:
+            index = order if values.ndim == 2 else order[..., None].expand(-1, -1, values.shape[-1])
+            return values.gather(1, index)
+
+        valid = gather(kept)
+        return PaddedBoxes(
+            image_ids=self.image_ids, boxes=gather(self.boxes), iou_boxes=gather(self.iou_boxes),
+            labels=gather(self.labels), valid=valid, crowd=gather(self.crowd) & valid,
+            annotation_index=torch.where(valid, gather(self.annotation_index), -1), sizes=self.sizes,
+            resized_sizes=self.resized_sizes, padded_sizes=self.padded_sizes,
+        )
+
 
 def prepare_boxes(
     data: dict[str, Any],

@@ -145,6 +145,7 @@ class RecallAmbiguity:
         has_candidate: ``[A]`` ... and in its size range and center region (unrecalled boxes only).
         boxes_per_level: ``[A, L]`` the levels with a location regressing the box.
         positive_per_level: ``[L]`` positive locations per level.
+        locations_per_box: ``[A]`` how many locations regress the box (after the minimal-area rule).
         counts: :meth:`AssignmentTally.counts` summed over batches.
         seconds: time spent assigning.
     """
@@ -155,6 +156,7 @@ class RecallAmbiguity:
     has_candidate: Tensor
     boxes_per_level: Tensor
     positive_per_level: Tensor
+    locations_per_box: Tensor
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     seconds: float = 0.0
 
@@ -168,6 +170,7 @@ class RecallAmbiguity:
             has_candidate=torch.zeros(num_annotations, dtype=torch.bool),
             boxes_per_level=torch.zeros((num_annotations, num_levels), dtype=torch.bool),
             positive_per_level=torch.zeros(num_levels, dtype=torch.int64),
+            locations_per_box=torch.zeros(num_annotations, dtype=torch.int64),
         )
 
     def update(self, padded_size: tuple[int, int], gt: GroundTruth, annotation_index: Tensor) -> None:
@@ -184,6 +187,7 @@ class RecallAmbiguity:
         self.recalled[hit_index] = True
         self.boxes_per_level[hit_index, level] = True
         self.positive_per_level += torch.bincount(level, minlength=len(self.objective.strides))
+        self.locations_per_box.index_add_(0, hit_index, torch.ones_like(hit_index))
         # Why a box is missed, looked up for the missed boxes only ([K, P] rather than [B, P, M]).
         missed = annotation_index >= 0
         missed[image_index, matched] = False

@@ -240,9 +240,12 @@ def compute_statistics(
 def format_table(stats: dict[str, Any]) -> str:
     """A Markdown table of the paper's values beside the measured ones (percent)."""
     lines = ["| row | key | paper (%) | measured (%) | measured - paper |", "|---|---|---:|---:|---:|"]
+    levels = list(stats.get("per_level", {}).get("fcos_fpn", {}))
     for key, label in ROW_LABELS.items():
         if key not in stats:
             continue
+        if levels:  # the preset's own levels (P2-P7 with a P2 level)
+            label = label.replace("P3-P7", f"{levels[0]}-{levels[-1]}")
         paper, measured = PAPER_VALUES.get(key), stats[key]
         paper_text = f"{paper:.2f}" if paper is not None else "-"
         measured_text = f"{measured:.2f}" if measured is not None else "n/a"

@@ -5,7 +5,7 @@ std, resized by the preset's rule and zero-padded at the bottom and right to mul
 what :func:`fcos_lab.data.transforms.preprocess` produces) and ``image_size`` ``[2]`` int64, the (h, w) of
 the resized image inside the padding. H and W are dynamic.
 
-Without NMS it returns, for the P locations of all levels (P3 first, row-major inside a level):
+Without NMS it returns, for the P locations of all levels (the finest first, P3 or P2; row-major inside a level):
 
 - ``boxes`` ``[1, P, 4]`` float32 xyxy in input pixels, decoded from each location and its predicted
   l, t, r, b (inverse of Eq. 1) and clipped to ``image_size``;

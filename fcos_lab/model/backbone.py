@@ -42,13 +42,13 @@ BACKBONES = {
 }
 
 
-def stage_channels(resnet: models.ResNet) -> list[int]:
-    """Output channels of C3, C4 and C5."""
+def stage_channels(resnet: models.ResNet, first_level: int = 3) -> list[int]:
+    """Output channels of C{first_level} .. C5 (``layer1`` is C2, stride 4; ``layer4`` is C5, stride 32)."""
     return [
         getattr(resnet, name)[-1].conv3.out_channels
         if hasattr(getattr(resnet, name)[-1], "conv3")
         else getattr(resnet, name)[-1].conv2.out_channels
-        for name in ("layer2", "layer3", "layer4")
+        for name in ("layer1", "layer2", "layer3", "layer4")[first_level - 2 :]
     ]
 
 
@@ -128,13 +128,21 @@ def build_resnet(name: str, pretrained: str | None = None, frozen_stages: int = 
 
 
 class ResNetBody(nn.Module):
-    """Runs a torchvision ResNet and returns C3, C4, C5 (strides 8, 16, 32)."""
+    """Runs a torchvision ResNet and returns C3, C4, C5 (strides 8, 16, 32), or C2 .. C5 for a P2 level.
 
-    def __init__(self, resnet: models.ResNet) -> None:
+    Args:
+        resnet: the network of :func:`build_resnet`.
+        first_level: 3 (the paper's C3-C5) or 2 (also C2, ``layer1``'s output at stride 4, for P2).
+    """
+
+    def __init__(self, resnet: models.ResNet, first_level: int = 3) -> None:
         super().__init__()
+        if first_level not in (2, 3):
+            raise ValueError(f"first_level must be 2 (C2-C5) or 3 (C3-C5), got {first_level}")
         self.conv1, self.bn1, self.maxpool = resnet.conv1, resnet.bn1, resnet.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4
-        self.out_channels = stage_channels(resnet)
+        self.first_level = first_level
+        self.out_channels = stage_channels(resnet, first_level)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.maxpool(F.relu(conv_norm(self.conv1, self.bn1, x), inplace=True))
@@ -143,7 +151,7 @@ class ResNetBody(nn.Module):
             for block in layer:
                 x = residual_block(block, x)
             outputs.append(x)
-        return outputs[1:]  # C3, C4, C5
+        return outputs[self.first_level - 2 :]  # C3, C4, C5 (C2 first with a P2 level)
 
 
 def conv_norm(conv: nn.Conv2d, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ from fcos_lab.data.samples import dataset_sample, open_dataset, resize_sample
 from fcos_lab.data.splits import coco_dataset
 from fcos_lab.errors import DataError
 from fcos_lab.objective import Objective
-from fcos_lab.points import feature_shapes, make_locations
+from fcos_lab.points import feature_shapes, grid_shapes, make_locations
 from fcos_lab.presets import PRESETS, resolve
 from fcos_lab.targets import assign, ground_truth_of
 
@@ -157,11 +157,11 @@ IMAGE_IDS = (9590, 12576, 6040, 1584)
 
 def training_assignment(config, dataset, image_id: int) -> tuple[torch.Tensor, dict, tuple[int, int]]:
     """What training assigns to one image: the data loader's item, collated as a batch of one, on the
-    network's feature-map grids (:func:`fcos_lab.points.feature_shapes`), with the config's objective."""
+    network's feature-map grids (:func:`fcos_lab.points.grid_shapes`), with the config's objective."""
     batch, targets = collate([dataset[dataset.image_ids.index(image_id)]], config.input.size_divisible)
     padded = tuple(batch.tensors.shape[-2:])
     objective = Objective.from_config(config)
-    locations = objective.locations(feature_shapes(padded, len(objective.strides)), padded)
+    locations = objective.locations(grid_shapes(padded, objective.strides), padded)  # P3 or P2 first
     return objective.assign(locations, ground_truth_of(targets)).matched_gt[0], targets[0], padded
 
 

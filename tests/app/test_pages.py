@@ -126,6 +126,19 @@ def test_assignments_main_widgets() -> None:
     assert at.toggle(key="center_sampling|fcos_imprv_r50_fpn_1x").value is True
 
 
+def test_assignments_with_a_p2_level() -> None:
+    # The P2 preset: six levels P2-P7 everywhere on the page, the first boundary named m2.
+    at = open_page("assignments")
+    at.selectbox(key="preset").set_value("fcos_r50_fpn_p2_1x")
+    run(at)
+    assert at.dataframe[0].value["level"].tolist() == ["P2", "P3", "P4", "P5", "P6", "P7"]
+    assert at.number_input(key="m3|fcos_r50_fpn_p2_1x").label == "m2 (px)"
+    assert at.radio(key="level|True").options[0] == "P2"
+    at.radio(key="level|True").set_value("P2")
+    run(at)
+    assert title_of(specs(at)[0]).startswith("P2 (stride 4)")
+
+
 def test_the_assignments_page_assigns_as_training_does(app_data: Path) -> None:
     """With fcos_r50_fpn_torchvision the page's numbers are that preset's training assignment (image-size
     spacing, strict ranges, torchvision's center-sampling distance), on the image as its data loader resizes it."""

@@ -16,7 +16,7 @@ from fcos_lab.losses import LossInputs, fcos_loss
 from fcos_lab.model import FCOS, FCOSOutput, build_model
 from fcos_lab.model.backbone import build_resnet, load_state_dict_file
 from fcos_lab.objective import Objective
-from fcos_lab.points import feature_shapes, make_locations
+from fcos_lab.points import feature_shapes, grid_shapes, make_locations
 from fcos_lab.presets import PRESETS, get_preset
 from fcos_lab.targets import assign, pad_ground_truth
 
@@ -48,21 +48,21 @@ def test_forward_every_preset(name):
         assert out.anchors.shape == (NUM_LOCATIONS * num_anchors, 4)
         assert torch.isfinite(out.cls_logits).all() and torch.isfinite(out.box_deltas).all()
     else:
+        # P3-P7 (44 locations), or P2-P7 with P2's 8 x 16 grid in front (172).
+        shapes = grid_shapes(SIZE, config.model.strides)
+        num_locations = sum(h * w for h, w in shapes)
+        assert num_locations == (NUM_LOCATIONS if config.model.strides[0] == 8 else NUM_LOCATIONS + 128)
         assert isinstance(out, FCOSOutput)
-        assert out.cls_logits.shape == (1, NUM_LOCATIONS, num_classes)
-        assert out.box_regression.shape == (1, NUM_LOCATIONS, 4)
+        assert out.cls_logits.shape == (1, num_locations, num_classes)
+        assert out.box_regression.shape == (1, num_locations, 4)
         if config.model.centerness_on == "none":
             assert out.centerness_logits is None
         else:
-            assert out.centerness_logits.shape == (1, NUM_LOCATIONS)
-        # The outputs' geometry; where they are on the image is the objective's (Section 3.1 offset and
-        # torchvision's spacing quirk).
-        assert out.feature_shapes == feature_shapes(SIZE) and out.image_size == SIZE
+            assert out.centerness_logits.shape == (1, num_locations)
+        assert out.feature_shapes == shapes and out.image_size == SIZE
         locations = Objective.from_config(config).output_locations(out)
-        assert locations.points.shape == (NUM_LOCATIONS, 2)
-        assert locations.num_per_level == (32, 8, 2, 1, 1)
         expected_locations = make_locations(
-            feature_shapes(SIZE),
+            shapes,
             config.model.strides,
             config.assign.location_offset,
             SIZE if config.assign.stride_from_image else None,
@@ -247,9 +247,9 @@ def test_exp_overflow_does_not_poison_gradients():
     with torch.no_grad():
         model.head.box_pred.bias.fill_(1000.0)
     out = model(torch.randn(1, 3, *SIZE))
+    locations = Objective.from_config(config).output_locations(out)
     assert torch.isfinite(out.box_regression).all()
     gt = pad_ground_truth([torch.tensor([[2.0, 2.0, 30.0, 26.0]])], [torch.tensor([1])])
-    locations = Objective.from_config(config).output_locations(out)
     a = assign(locations, gt, ((0, 32), (32, 64), (64, 128), (128, 256), (256, math.inf)))
     assert a.positive.any() and (~a.positive).any()
     losses = fcos_loss(

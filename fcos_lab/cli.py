@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from fcos_lab.errors import FcosLabError
+from fcos_lab.threads import prefer_passive_wait
 
 EPILOG = """overrides are dotted KEY=VALUE pairs, e.g. train.max_iters=200 model.backbone=resnet101
 presets: see `fcos-lab presets`"""
@@ -153,6 +154,7 @@ def _cmd_eval(args) -> int:
     except ValueError:
         raise FcosLabError(f"--max-dets must be comma-separated integers, got {args.max_dets!r}") from None
     class_agnostic = args.class_agnostic or args.proposals
+    runtime = {}
     if args.detections:
         detections = load_detections(args.detections)
     else:
@@ -165,6 +167,9 @@ def _cmd_eval(args) -> int:
         dataset = CocoDetection(args.ann, args.images, train=False, min_size=config.input.min_size,
                                 max_size=config.input.max_size, on_bad_image=config.data.on_bad_image)
         detections = predict_dataset(model, config, dataset, device=device, progress=True)
+        from fcos_lab.precision import resolve_precision
+
+        runtime = {"runtime": resolve_precision(config.model.inference_amp, device).record()}
     result = evaluate_detections(args.ann, detections, class_agnostic=class_agnostic, max_dets=max_dets)
     print(result.summary)
     if args.out:
@@ -172,7 +177,7 @@ def _cmd_eval(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
         if not args.detections:
             save_detections(out / "detections.json", detections)
-        (out / "metrics.json").write_text(json.dumps(_json_safe({**result.metrics, "per_class_ap": result.per_class_ap}), indent=2))
+        (out / "metrics.json").write_text(json.dumps(_json_safe({**result.metrics, "per_class_ap": result.per_class_ap, **runtime}), indent=2))
         print(f"wrote {out / 'metrics.json'}")
     return 0
 
@@ -224,6 +229,7 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    prefer_passive_wait()  # before any command imports torch, whose OpenMP runtime reads it once
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

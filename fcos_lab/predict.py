@@ -16,6 +16,8 @@ from fcos_lab.errors import DataError
 from fcos_lab.model.anchor_detector import AnchorOutput
 from fcos_lab.model.detector import FCOS, FCOSOutput
 from fcos_lab.postprocess import Detections, postprocess
+from fcos_lab.precision import announce, resolve_precision
+from fcos_lab.threads import ThreadGovernor
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -62,8 +64,11 @@ def detect(model: FCOS, config: Config, images: list[Tensor]) -> list[Detections
     batch = batch.to(device)
     was_training = model.training
     model.eval()
+    precision = resolve_precision(config.model.inference_amp, device)
+    announce(precision, "inference")
     try:
-        output = model(batch.tensors)
+        with precision.autocast():
+            output = model(batch.tensors)
     finally:
         model.train(was_training)
     return postprocess_output(output, batch, config)
@@ -145,10 +150,15 @@ def predict_dataset(
     was_training = model.training
     model.eval()
     results: list[dict[str, Any]] = []
+    precision = resolve_precision(config.model.inference_amp, device)
+    announce(precision, "inference")
+    threads = ThreadGovernor()
     try:
         for batch, targets in tqdm(loader, disable=not progress, desc="predict"):
+            threads.step()
             batch = batch.to(device)
-            output = model(batch.tensors)
+            with precision.autocast():
+                output = model(batch.tensors)
             oracle = oracle_centerness(output, targets, config) if config.postprocess.centerness_mode == "oracle" else None
             for det, target in zip(postprocess_output(output, batch, config, oracle), targets):
                 results.extend(detections_to_coco(det, target["image_id"], dataset.category_ids))
@@ -197,7 +207,9 @@ def predict_images(
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model.to(device)
     records: list[dict[str, Any]] = []
+    threads = ThreadGovernor()
     for image_id, path in enumerate(list_images(inputs), start=1):
+        threads.step()
         image = load_image(path)
         det = detect(model, config, [image])[0].to("cpu")
         for record in detections_to_coco(det, image_id, category_ids):

@@ -46,11 +46,13 @@ _TABLE5_INPUT = {"train_min_size": (640, 800)}
 
 # torchvision's fcos_resnet50_fpn, bit for bit: locations at x*s with the image-size stride quirk, strict
 # size ranges, center sampling 1.5, GIoU on decoded boxes, ReLU*stride without scales, center-ness on the
-# regression tower, score sqrt(cls*ctr) thresholded at 0.2, no box-loss weighting, 91 COCO classes.
+# regression tower, score sqrt(cls*ctr) thresholded at 0.2, no box-loss weighting, 91 COCO classes, and
+# float32 throughout as torchvision runs by default (bit for bit needs the same arithmetic).
 _FCOS_TORCHVISION = _derive(
     _FCOS_R50_FPN_1X,
     "fcos_r50_fpn_torchvision",
-    model={"centerness_on": "reg", "box_param": "relu", "learnable_scale": False, "num_classes": 91},
+    model={"centerness_on": "reg", "box_param": "relu", "learnable_scale": False, "num_classes": 91,
+           "inference_amp": "off"},
     assign={
         "center_sampling_radius": 1.5,
         "size_range_inclusive": False,
@@ -60,6 +62,7 @@ _FCOS_TORCHVISION = _derive(
     },
     loss={"box_loss": "giou"},
     postprocess={"score_thresh": 0.2, "threshold_on": "combined", "score_sqrt": True},
+    train={"amp": "off"},
 )
 
 # The embedded demo: small images, a light backbone, size ranges scaled to 256-pixel images, CPU friendly.

@@ -40,7 +40,9 @@ from fcos_lab.errors import ConfigError, FcosLabError
 from fcos_lab.losses import LossInputs, fcos_loss
 from fcos_lab.model.anchor_detector import AnchorOutput
 from fcos_lab.model.detector import FCOSOutput, build_model
+from fcos_lab.precision import announce, resolve_precision
 from fcos_lab.targets import Assignment, GroundTruth, assign, pad_ground_truth
+from fcos_lab.threads import ThreadGovernor
 
 
 def assign_for_output(output: FCOSOutput, gt: GroundTruth, config: Config) -> Assignment:
@@ -265,8 +267,13 @@ def train(
         )
 
     forward = torch.compile(model) if t.compile else model
+    threads = ThreadGovernor(t.threads)
+    precision = resolve_precision(t.amp, torch_device)
+    announce(precision, "training")
     if dist.is_main:
-        atomic_write_text(run_dir / "config.json", config.to_json())
+        inference = resolve_precision(config.model.inference_amp, torch_device)
+        runtime = {"train": precision.record(), "inference": inference.record()}
+        atomic_write_text(run_dir / "config.json", json.dumps({**config.to_dict(), "runtime": runtime}, indent=2))
     loader = DataLoader(
         _EpochIndexed(train_set),
         batch_sampler=list(
@@ -277,9 +284,7 @@ def train(
         pin_memory=torch_device.type == "cuda",
         persistent_workers=False,
     )
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp)
-    use_amp = amp_dtype is not None and torch_device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    scaler = precision.grad_scaler()
 
     metrics_path = run_dir / "metrics.jsonl"
     if dist.is_main and not resume:
@@ -298,7 +303,8 @@ def train(
             group["lr"] = lr * group["lr_factor"]
         images = batch.tensors.to(torch_device, non_blocking=True)
         gt = _to_device_targets(targets, torch_device)
-        with torch.autocast(torch_device.type, dtype=amp_dtype or torch.float32, enabled=use_amp):
+        threads.step()
+        with precision.autocast():
             output = forward(images)
         losses = compute_loss(output, gt, config)
         loss = losses["loss"]
@@ -339,6 +345,7 @@ def train(
                     f"(train.skip_nonfinite=false checks only here). The last good checkpoint is {latest_checkpoint(run_dir)}"
                 )
             row["images_per_s"] = window_images / max(elapsed, 1e-9)
+            row["threads"] = torch.get_num_threads()
             if dist.is_main:
                 with open(metrics_path, "a") as handle:
                     handle.write(json.dumps(row) + "\n")
@@ -385,9 +392,11 @@ def _evaluate_into(model, config, val_set, run_dir: Path, iteration: int, device
     save_detections(run_dir / "detections_val.json", detections)
     result = evaluate_detections(val_set.coco, detections)
     metrics = {k: float(v) for k, v in result.metrics.items()}
+    runtime = resolve_precision(config.model.inference_amp, device).record()
     atomic_write_text(
         run_dir / "metrics.json",
-        json.dumps(_json_safe({"iteration": iteration, **metrics, "per_class_ap": result.per_class_ap}), indent=2),
+        json.dumps(_json_safe({"iteration": iteration, **metrics, "per_class_ap": result.per_class_ap,
+                               "runtime": runtime}), indent=2),
     )
     with open(metrics_path, "a") as handle:
         handle.write(json.dumps(_json_safe({"iter": iteration, **{k: metrics[k] for k in ("AP", "AP50", "AP75")}})) + "\n")

@@ -45,6 +45,7 @@ from fcos_lab.data.coco_annotations import load_coco_annotations
 from fcos_lab.errors import ConfigError, FcosLabError
 from fcos_lab.points import feature_shapes, make_locations
 from fcos_lab.targets import GroundTruth, assign
+from fcos_lab.threads import ThreadGovernor
 
 INF = math.inf
 FPN_STRIDES = (8, 16, 32, 64, 128)
@@ -247,7 +248,9 @@ def compute_statistics(
     anchors_for_size: tuple[tuple[int, int], Tensor] | None = None
     timings["retinanet"] = 0.0
 
+    threads = ThreadGovernor()  # a busy machine: only the cores others leave free (fcos_lab/threads.py)
     for padded_size, members in _batches(gt_all, batch_images, max_batch_elements):
+        threads.step()
         index = torch.from_numpy(members)
         num_boxes = int(gt_all.valid[index].sum(1).max())
         valid = gt_all.valid[index, :num_boxes]

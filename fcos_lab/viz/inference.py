@@ -31,6 +31,7 @@ from fcos_lab.data.transforms import ImageBatch, preprocess
 from fcos_lab.errors import CheckpointError, DataError
 from fcos_lab.model import FCOS, FCOSOutput, build_model
 from fcos_lab.postprocess import Detections
+from fcos_lab.precision import resolve_precision
 from fcos_lab.predict import postprocess_output
 from fcos_lab.presets import resolve
 from fcos_lab.viz.draw import class_color
@@ -236,7 +237,8 @@ def predict_dense(loaded: LoadedModel, image: Tensor, min_size: int | None = Non
     low, high = input_size(config, min_size)
     config = replace(config, input=replace(config.input, min_size=low, max_size=high))
     batch = preprocess([image], config.input.min_size, config.input.max_size, config.input.size_divisible)
-    with torch.no_grad():
+    precision = resolve_precision(config.model.inference_amp, next(loaded.model.parameters()).device)
+    with torch.no_grad(), precision.autocast():
         output = loaded.model(batch.tensors)
     return DensePrediction(output, batch, config)
 

@@ -18,6 +18,8 @@ import math
 import torch
 from torch import nn
 
+from fcos_lab.model.group_norm import GroupNorm
+
 MAX_LOG_DISTANCE = 60.0  # exp(60) ~ 1.1e26 stays finite in float32 (whose exp overflows past ~88.7)
 
 
@@ -26,7 +28,7 @@ def _tower(channels: int, num_convs: int, norm: str) -> nn.Sequential:
     for _ in range(num_convs):
         layers.append(nn.Conv2d(channels, channels, 3, padding=1))
         if norm == "gn":
-            layers.append(nn.GroupNorm(32, channels))
+            layers.append(GroupNorm(32, channels))
         layers.append(nn.ReLU(inplace=True))  # neither GroupNorm's nor the conv's backward needs its output
     return nn.Sequential(*layers)
 

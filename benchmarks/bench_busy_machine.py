@@ -159,8 +159,23 @@ def main(argv: list[str] | None = None) -> int:
     lines = report(results, tasks, chosen, args, cpus)
     print("\n".join(lines))
     if not args.no_write:
-        atomic_write_text(RESULTS, "\n".join(lines) + "\n")
+        write_section(f"{','.join(tasks)} {','.join(chosen)}", lines)
     return 0
+
+
+def write_section(key: str, lines: list[str]) -> None:
+    """Replace (or append) this task and variant combination's section of ``results_busy_machine.md``."""
+    start, end = f"<!-- run:{key} -->", f"<!-- /run:{key} -->"
+    section = "\n".join([start, *lines, end]) + "\n"
+    text = RESULTS.read_text() if RESULTS.exists() else (
+        "# Speed on a busy machine: idle against one competing CPU-bound process\n\n"
+        "Produced by `benchmarks/bench_busy_machine.py`; do not edit by hand.\n\n")
+    if start in text:
+        before, rest = text.split(start, 1)
+        text = before + section + rest.split(end + "\n", 1)[-1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    atomic_write_text(RESULTS, text)
 
 
 def report(results: list[dict], tasks: list[str], chosen: list[str], args, cpus: int) -> list[str]:
@@ -169,7 +184,7 @@ def report(results: list[dict], tasks: list[str], chosen: list[str], args, cpus:
         return row["s_per_iter"] if row["task"] == "demo" else row["wall_s"]
 
     lines = [
-        "# Speed on a busy machine: idle against one competing CPU-bound process",
+        f"## {', '.join(tasks)}: {', '.join(chosen)}",
         "",
         f"Produced by `python -m benchmarks.bench_busy_machine --iters {args.iters} --rounds {args.rounds} "
         f"--variants {','.join(chosen)} --tasks {','.join(tasks)}` on {cpu_name()} ({cpus} CPUs available), "

@@ -197,8 +197,8 @@ def resolve_precision(
 
 
 def announce(precision: Precision, what: str) -> None:
-    """Log ``what`` runs in ``precision``, once per process for each distinct line."""
-    _announce_once(f"{what}: {precision.description}")
+    """Log what ``what`` runs in (precision, CPU, threads now), once per process for each distinct line."""
+    _announce_once(f"{what}: {precision.description}; {cpu_name()}, {torch.get_num_threads()} intra-op threads")
 
 
 @functools.cache

@@ -164,6 +164,7 @@ def predict_dataset(
                 results.extend(detections_to_coco(det, target["image_id"], dataset.category_ids))
     finally:
         model.train(was_training)
+        threads.close()
     return results
 
 
@@ -222,4 +223,5 @@ def predict_images(
                 levels=det.levels[keep],
             )
             picture.save(out_dir / f"{path.stem}_detections.jpg", quality=90)
+    threads.close()
     return save_detections(out_dir / "detections.json", records)

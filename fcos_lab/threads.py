@@ -188,3 +188,8 @@ class ThreadGovernor:
         """Re-check the load when ``interval_s`` has passed since the last check (cheap otherwise)."""
         if self.adaptive:
             self._update()
+
+    def close(self) -> None:
+        """Give torch back the thread count it had before (the ceiling), for whatever runs next."""
+        if self.adaptive:
+            _set_threads(_ceiling())

@@ -366,6 +366,7 @@ def train(
             _evaluate_into(unwrap(model), config, val_set, run_dir, iteration, torch_device, metrics_path)
             model.train()
     bar.close()
+    threads.close()
 
     metrics: dict[str, float] = {}
     if dist.is_main:

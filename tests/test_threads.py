@@ -84,6 +84,8 @@ def test_governor_follows_the_load_within_the_ceiling(monkeypatch, restore_threa
         governor.step()
         seen.append(torch.get_num_threads())
     assert seen == [4, 3, 3, 4, 1]
+    governor.close()
+    assert torch.get_num_threads() == 4  # the count torch had before
 
 
 def test_governor_leaves_fixed_counts_alone(monkeypatch, restore_threads):

@@ -277,6 +277,7 @@ def compute_statistics(
 
     counted = torch.from_numpy(info["counted"])
     annotation_ids = info["annotation_ids"]
+    threads.close()
     num_counted = int(counted.sum())
     stats: dict[str, Any] = {}
     counts: dict[str, Any] = {"num_images": info["num_images"], "num_images_with_boxes": info["num_images_with_boxes"],

@@ -34,6 +34,7 @@ import torchvision
 from torchvision.models.detection.image_list import ImageList
 
 from fcos_lab.points import feature_shapes, make_locations
+from fcos_lab.precision import cpu_name
 from fcos_lab.presets import get_preset
 from fcos_lab.targets import Assignment, GroundTruth, assign, pad_ground_truth
 
@@ -88,15 +89,6 @@ def assign_with(preset: str, locations, gt: GroundTruth) -> Assignment:
         center_sampling_radius=a.center_sampling_radius,
         area_tiebreak_float32=a.area_tiebreak_float32,
     )
-
-
-def cpu_name() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        match = re.search(r"model name\s*:\s*(.+)", text)
-        return match.group(1).strip() if match else platform.processor()
-    except OSError:
-        return platform.processor() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> None:

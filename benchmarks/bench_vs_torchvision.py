@@ -6,46 +6,49 @@ torchvision's model is put in the state a torchvision user trains from pretraine
 frozen (eval mode) and the stem and first stage without gradients, which is what the
 ``fcos_r50_fpn_torchvision`` preset does (Detectron's FREEZE_AT=2, the paper's setting).
 
-    python -m benchmarks.bench_vs_torchvision [--device cpu|cuda] [--amp] [--quick] [--threads N]
-        [--reps N] [--only assignment,train,infer,postprocess,eval,imported] [--nchw] [--torchvision-channels-last]
+fcos_lab runs at its default precision (``train.amp`` and ``model.inference_amp`` ``auto``: bf16 autocast
+on a CPU with bf16 units or a bf16 GPU, fp32 elsewhere; :mod:`fcos_lab.precision`) unless ``--precision``
+says otherwise. Training and inference rows compare it with torchvision at its default fp32 and, when
+fcos_lab's precision is not fp32, with torchvision under the same autocast.
 
-Writes ``benchmarks/results.md`` (one section per device and flag combination). Rows: target assignment; one training
-step (forward, assignment, loss, backward, SGD step) at batch 2 and 8; inference end to end (preprocess,
-forward, post-processing) at batch 1 and 8; post-processing alone; COCO evaluation of the same
-detections with pycocotools and faster-coco-eval (identical AP required). Each row also gives the lowest
-and highest ratio of one round's two timings, so a reader sees how steady the machine was.
+    python -m benchmarks.bench_vs_torchvision [--device cpu|cuda] [--precision auto|off|bf16|fp16] [--quick]
+        [--size HxW] [--threads N] [--reps N] [--only assignment,train,infer,postprocess,eval] [--nchw]
+        [--torchvision-channels-last]
 
-``--only imported`` (not in the default set) times the path of a user of published weights: torchvision's
-model's state dict saved as a ``.pth`` file, turned into a run folder by ``fcos-lab import-weights``
-(:func:`fcos_lab.interop.import_weights.import_weights`), loaded back as the CLI loads a checkpoint, and run
-end to end at batch 1 against torchvision's own model.
+Writes ``benchmarks/results.md`` and ``benchmarks/results.json`` (one section per device, precision and
+flag combination; :mod:`benchmarks.comparison`). Rows: target assignment; one training step (forward,
+assignment, loss, backward, SGD step) at batch 2 and 8; inference end to end (preprocess, forward,
+post-processing) at batch 1 and 8; post-processing alone; COCO evaluation of the same detections with
+pycocotools and faster-coco-eval (identical AP required). Each row also gives the lowest and highest ratio
+of one round's timings, so a reader sees how steady the machine was. ``benchmarks/profile_train_step.py``
+profiles one training step.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
+import functools
 import platform
-import statistics
 import sys
-import tempfile
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 import torchvision
 from torch import nn
 
-from benchmarks.bench_assignment import assign_with, cpu_name, random_targets, timed_round_robin
+from benchmarks.bench_assignment import assign_with, random_targets, timed_round_robin
+from benchmarks.comparison import MARKDOWN_HEADER, Row, model_rows, run_record, write_json_section, write_section
+from fcos_lab.config import TrainConfig
 from fcos_lab.data.transforms import preprocess, resize_boxes
 from fcos_lab.interop.torchvision import from_torchvision
 from fcos_lab.points import make_locations
+from fcos_lab.precision import SETTINGS, Precision, resolve_precision
 from fcos_lab.predict import detect, postprocess_output
 from fcos_lab.targets import pad_ground_truth
 from fcos_lab.train import compute_loss
 
-RESULTS = Path(__file__).with_name("results.md")
-SECTIONS = ("assignment", "train", "infer", "postprocess", "eval", "imported")
-DEFAULT_SECTIONS = SECTIONS[:5]
+SECTIONS = ("assignment", "train", "infer", "postprocess", "eval")
 
 
 def build_models(device: torch.device, min_size: int = 800, max_size: int = 1333):
@@ -91,44 +94,68 @@ def same_detections(expected: dict, got, score_tol: float = 1e-5, box_tol: float
     return True
 
 
-def inference_calls(tv: nn.Module, model: nn.Module, config, images: list[torch.Tensor], amp):
-    """Two calls running the same images end to end: torchvision's model, and an fcos_lab model."""
+def training_steps(tv: nn.Module, ours: nn.Module, config, images: list[torch.Tensor], targets: list[dict],
+                   precision: Precision) -> dict[str, Callable[[], None]]:
+    """One SGD step (lr 0) of torchvision in fp32 (``tv_fp32``) and under ``precision``'s autocast (``tv_amp``),
+    and of fcos_lab at ``precision`` (``ours``) and in fp32 (``ours_fp32``); the ``*_amp``/``ours`` pair is
+    left out where ``precision`` is fp32. lr 0 does the full optimizer work and keeps the weights equal."""
+    tv_opt = torch.optim.SGD([p for p in tv.parameters() if p.requires_grad], lr=0.0, momentum=0.9)
+    our_opt = torch.optim.SGD([p for p in ours.parameters() if p.requires_grad], lr=0.0, momentum=0.9)
+    fp32 = resolve_precision("off", precision.device_type)
 
-    @torch.no_grad()
-    def tv_infer():
-        with amp:
-            return tv(images)
+    def tv_step(step_precision: Precision) -> None:
+        tv.train()
+        freeze_bn(tv)
+        with step_precision.autocast():
+            losses = tv(images, [dict(t) for t in targets])
+        loss = sum(losses.values())
+        tv_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        tv_opt.step()
 
-    def our_infer():
-        with amp:
-            return detect(model, config, images)
+    def our_step(step_precision: Precision) -> None:
+        ours.train()
+        b = preprocess(images, config.input.min_size, config.input.max_size)
+        boxes = [resize_boxes(t["boxes"], o, s) for t, o, s in zip(targets, b.original_sizes, b.image_sizes)]
+        g = pad_ground_truth(boxes, [t["labels"] for t in targets])
+        with step_precision.autocast():
+            output = ours(b.tensors)
+        loss = compute_loss(output, g, config)["loss"]
+        our_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        our_opt.step()
 
-    return tv_infer, our_infer
+    steps = {"tv_fp32": functools.partial(tv_step, fp32), "ours": functools.partial(our_step, precision)}
+    if precision.enabled:
+        steps |= {"tv_amp": functools.partial(tv_step, precision), "ours_fp32": functools.partial(our_step, fp32)}
+    return steps
 
 
-def median_ms(values: list[float]) -> float:
-    return statistics.median(values) * 1000
-
-
-def row(name: str, tv_s: list[float], ours_s: list[float]) -> str:
-    """A table row: both medians, their ratio, and the lowest and highest ratio within one round."""
-    tv_ms, ours_ms = median_ms(tv_s), median_ms(ours_s)
-    per_round = [t / o for t, o in zip(tv_s, ours_s)]
-    return (f"| {name} | {tv_ms:.1f} | {ours_ms:.1f} | **{tv_ms / ours_ms:.2f}x** | "
-            f"{min(per_round):.2f}-{max(per_round):.2f}x ({len(per_round)}) |")
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--size must look like 512x512, got {text!r}") from None
+    if min(height, width) < 64:
+        raise argparse.ArgumentTypeError(f"--size: at least 64 pixels a side, got {text!r}")
+    return height, width
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--precision", choices=SETTINGS, default=TrainConfig().amp,
+                        help="fcos_lab's train.amp and model.inference_amp (default: its default, %(default)s)")
     parser.add_argument("--quick", action="store_true", help="smaller images, fewer repetitions")
+    parser.add_argument("--size", type=parse_size, default=None,
+                        help="input images HxW, which both models keep (no resize); default 800x1216 (384x576 with "
+                             "--quick)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reps", type=int, default=None,
                         help="timed rounds per row (default 5, 3 with --quick; twice that minus one for the "
                              "cheaper batch-2 training and batch-1 inference rows)")
-    parser.add_argument("--only", default=",".join(DEFAULT_SECTIONS),
-                        help=f"comma-separated rows to run, of {', '.join(SECTIONS)} (default: all but imported)")
-    parser.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA for both models")
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated rows to run, of {', '.join(SECTIONS)} (default: all)")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--nchw", action="store_true",
                         help="fcos_lab in NCHW (train.channels_last=false) instead of its NHWC default")
@@ -141,24 +168,32 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--only: unknown rows {unknown}; choose from {', '.join(SECTIONS)}")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    size = (384, 576) if args.quick else (800, 1216)
+    size = args.size or ((384, 576) if args.quick else (800, 1216))
     reps, warmup = (args.reps or (3 if args.quick else 5)), 1
     if reps < 1:
         parser.error("--reps must be at least 1")
     cheap_reps = 2 * reps - 1  # batch-2 training and batch-1 inference: a steadier median for little time
-    tv, ours, config = build_models(device, *((384, 576) if args.quick else (800, 1333)))
+    limits = (min(size), max(size)) if args.size else (384, 576) if args.quick else (800, 1333)
+    tv, ours, fp32_config = build_models(device, *limits)
+    # The fcos_r50_fpn_torchvision preset pins fp32 (bit-for-bit parity); here fcos_lab runs as configured.
+    config = replace(fp32_config, train=replace(fp32_config.train, amp=args.precision),
+                     model=replace(fp32_config.model, inference_amp=args.precision))
+    train_precision = resolve_precision(config.train.amp, device)
+    infer_precision = resolve_precision(config.model.inference_amp, device)
     if args.nchw:
         ours = ours.to(memory_format=torch.contiguous_format)
         ours.channels_last = False
     if args.torchvision_channels_last:
         tv = tv.to(memory_format=torch.channels_last)
-    lines: list[str] = []
+    rows: list[Row] = []
     checks: list[str] = []
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp and device.type == "cuda")
 
     def images_of(count: int, seed: int) -> list[torch.Tensor]:
         generator = torch.Generator().manual_seed(seed)
         return [torch.rand(3, *size, generator=generator).to(device) for _ in range(count)]
+
+    def targets_of(count: int, seed: int) -> list[dict]:
+        return [{k: v.to(device) for k, v in t.items()} for t in random_targets(count, 20, size, seed)]
 
     # 1. Assignment: batch 8, 50 boxes per image.
     if "assignment" in only:
@@ -181,65 +216,54 @@ def main(argv: list[str] | None = None) -> int:
             }, device, warmup, reps * 3)
         finally:
             tv.head.compute_loss = tv_loss_backup
-        lines.append(row("target assignment, batch 8, 50 boxes/image", times["tv"], times["ours"]))
+        rows.append(Row("assignment", "target assignment, batch 8, 50 boxes/image", "fp32", "fp32",
+                        times["tv"], times["ours"]))
 
     # 2. Training step, batch 2 and 8.
     if "train" in only:
         for batch_size in (2, 8):
-            images = images_of(batch_size, 2)
-            step_targets = [{k: v.to(device) for k, v in t.items()} for t in random_targets(batch_size, 20, size, 3)]
-            # lr 0: the full optimizer work, but weights stay equal for the detection check below.
-            tv_opt = torch.optim.SGD([p for p in tv.parameters() if p.requires_grad], lr=0.0, momentum=0.9)
-            our_opt = torch.optim.SGD([p for p in ours.parameters() if p.requires_grad], lr=0.0, momentum=0.9)
-
-            def tv_step():
-                tv.train()
-                freeze_bn(tv)
-                with amp:
-                    losses = tv(images, [dict(t) for t in step_targets])
-                loss = sum(losses.values())
-                tv_opt.zero_grad(set_to_none=True)
-                loss.backward()
-                tv_opt.step()
-
-            def our_step():
-                ours.train()
-                b = preprocess(images, config.input.min_size, config.input.max_size)
-                boxes = [resize_boxes(t["boxes"], o, s) for t, o, s in zip(step_targets, b.original_sizes, b.image_sizes)]
-                g = pad_ground_truth(boxes, [t["labels"] for t in step_targets])
-                with amp:
-                    output = ours(b.tensors)
-                loss = compute_loss(output, g, config)["loss"]
-                our_opt.zero_grad(set_to_none=True)
-                loss.backward()
-                our_opt.step()
-
+            steps = training_steps(tv, ours, config, images_of(batch_size, 2), targets_of(batch_size, 3),
+                                   train_precision)
+            steps.pop("ours_fp32", None)
             peak = {}
             if device.type == "cuda":
-                for name, fn in (("tv", tv_step), ("ours", our_step)):
+                for name, fn in steps.items():
                     torch.cuda.reset_peak_memory_stats(device)
                     fn()
                     peak[name] = torch.cuda.max_memory_allocated(device) / 2**30
             rounds = cheap_reps if batch_size == 2 else reps
-            times = timed_round_robin({"tv": tv_step, "ours": our_step}, device, warmup, rounds)
-            suffix = f" (peak GiB: torchvision {peak['tv']:.2f}, fcos_lab {peak['ours']:.2f})" if peak else ""
-            lines.append(row(f"training step, batch {batch_size}{suffix}", times["tv"], times["ours"]))
+            times = timed_round_robin(steps, device, warmup, rounds)
+            suffix = f" (peak GiB: {', '.join(f'{k} {v:.2f}' for k, v in peak.items())})" if peak else ""
+            rows += model_rows(f"train_b{batch_size}", f"training step, batch {batch_size}{suffix}", times,
+                               train_precision)
 
-    # 3. Inference end to end, batch 1 and 8; and detections must agree.
+    # 3. Inference end to end, batch 1 and 8; in fp32 the detections must agree.
     tv.eval()
     ours.eval()
     if "infer" in only:
+        fp32 = resolve_precision("off", device)
         for batch_size in (1, 8):
-            tv_infer, our_infer = inference_calls(tv, ours, config, images_of(batch_size, 4), amp)
-            expected, got = tv_infer(), our_infer()
-            same = all(same_detections(e, d) for e, d in zip(expected, got))
-            checks.append(f"inference batch {batch_size}: detections identical to torchvision: {same} "
-                          f"({sum(len(d.scores) for d in got)} detections)")
-            rounds = cheap_reps if batch_size == 1 else reps
-            times = timed_round_robin({"tv": tv_infer, "ours": our_infer}, device, warmup, rounds)
-            lines.append(row(f"inference end to end, batch {batch_size}", times["tv"], times["ours"]))
+            images = images_of(batch_size, 4)
 
-    # 4. Post-processing alone, batch 8, on the same head outputs.
+            @torch.no_grad()
+            def tv_infer(precision: Precision, images=images):
+                with precision.autocast():
+                    return tv(images)
+
+            expected, got = tv_infer(fp32), detect(ours, fp32_config, images)
+            same = all(same_detections(e, d) for e, d in zip(expected, got))
+            checks.append(f"inference batch {batch_size} in fp32: detections identical to torchvision: {same} "
+                          f"({sum(len(d.scores) for d in got)} detections)")
+            functions = {"tv_fp32": functools.partial(tv_infer, fp32),
+                         "ours": functools.partial(detect, ours, config, images)}
+            if infer_precision.enabled:
+                functions["tv_amp"] = functools.partial(tv_infer, infer_precision)
+            rounds = cheap_reps if batch_size == 1 else reps
+            times = timed_round_robin(functions, device, warmup, rounds)
+            rows += model_rows(f"infer_b{batch_size}", f"inference end to end, batch {batch_size}", times,
+                               infer_precision)
+
+    # 4. Post-processing alone, batch 8, on the same head outputs (fp32 in both).
     if "postprocess" in only:
         images = images_of(8, 5)
         with torch.no_grad():
@@ -255,81 +279,55 @@ def main(argv: list[str] | None = None) -> int:
             "tv": lambda: tv.postprocess_detections(split, [list(a.split(counts)) for a in tv_anchors], image_list.image_sizes),
             "ours": lambda: postprocess_output(output, batch, config),
         }, device, warmup, reps * 3)
-        lines.append(row("post-processing alone, batch 8", times["tv"], times["ours"]))
+        rows.append(Row("postprocess", "post-processing alone, batch 8", "fp32", "fp32", times["tv"], times["ours"]))
 
     # 5. COCO evaluation of the same detections: pycocotools vs faster-coco-eval.
     if "eval" in only:
-        lines.append(evaluation_row(checks, reps))
+        rows.append(evaluation_row(checks, reps))
 
-    # 6. The imported model (torchvision's weights through a .pth file and a run folder), batch 1.
-    if "imported" in only:
-        with tempfile.TemporaryDirectory() as folder:
-            imported, imported_config = load_imported(tv, Path(folder), args.device, config)
-        if args.nchw:
-            imported = imported.to(memory_format=torch.contiguous_format)
-            imported.channels_last = False
-        tv_infer, imported_infer = inference_calls(tv, imported, imported_config, images_of(1, 6), amp)
-        same = same_detections(tv_infer()[0], imported_infer()[0])
-        checks.append(f"imported model, batch 1: detections identical to torchvision: {same}")
-        times = timed_round_robin({"tv": tv_infer, "ours": imported_infer}, device, warmup, cheap_reps)
-        lines.append(row("imported weights (.pth -> import-weights -> run folder), inference batch 1",
-                         times["tv"], times["ours"]))
-
-    flags = [flag for flag, on in (("amp", args.amp), ("quick", args.quick), ("nchw", args.nchw),
+    flags = [flag for flag, on in (("quick", args.quick), ("nchw", args.nchw),
                                    ("torchvision-channels-last", args.torchvision_channels_last)) if on]
+    if args.size:
+        flags.append(f"size {size[0]}x{size[1]}")
     if args.reps:
         flags.append(f"reps {reps}")
-    if set(only) != set(DEFAULT_SECTIONS):
+    if len(only) < len(SECTIONS):
         flags.append(f"only {','.join(only)}")
-    variant = " ".join([args.device, *flags])
+    variant = " ".join([args.device, train_precision.name, *flags])
     command = " ".join(["python -m benchmarks.bench_vs_torchvision", f"--device {args.device}",
+                        f"--precision {args.precision}",
                         *[f"--{flag}" for flag in flags],  # each flag is its option's name, with its value
                         f"--threads {args.threads}"])
+    machine = run_record(device, command, size, reps, warmup, train_precision, infer_precision, checks)
     header = [
         f"<!-- device:{variant} -->",
         f"## {variant}",
         "",
-        f"- Machine: {cpu_name()}, {torch.get_num_threads()} torch threads; {platform.system()} {platform.release()}; "
-        f"Python {platform.python_version()}",
+        f"- Machine: {machine['cpu']} ({', '.join(machine['cpu_flags'])}), {machine['threads']} torch threads; "
+        f"{platform.system()} {platform.release()}; Python {platform.python_version()}",
         f"- torch {torch.__version__}, torchvision {torchvision.__version__}"
-        + (f", GPU {torch.cuda.get_device_name(0)}" if device.type == "cuda" else ""),
+        + (f", GPU {machine['gpu']}" if "gpu" in machine else ""),
+        f"- fcos_lab precision: training {train_precision.description}; inference {infer_precision.description}",
         f"- Inputs: random images of {size[0]}x{size[1]} (both models resize to shorter side {config.input.min_size}, "
         f"longer at most {config.input.max_size}); {reps} timed rounds after {warmup} warm-up ({cheap_reps} for "
-        f"training at batch 2 and inference at batch 1), the two libraries in turns, the order alternating by round",
+        f"training at batch 2 and inference at batch 1), the libraries in turns, the order alternating by round",
         f"- Command: `{command}`",
         f"- Memory format: fcos_lab {'NCHW' if args.nchw else 'NHWC (channels_last, its default)'}, torchvision "
         f"{'NHWC (channels_last, set by --torchvision-channels-last)' if args.torchvision_channels_last else 'NCHW (its default)'}",
-        f"- Run at: {datetime.datetime.now().isoformat(timespec='seconds')}",
+        f"- Run at: {machine['run_at']}",
         *[f"- Check: {c}" for c in checks],
         "",
-        "| what | torchvision ms (median) | fcos_lab ms (median) | speed-up | per-round range (rounds) |",
-        "|---|---:|---:|---:|---:|",
+        *MARKDOWN_HEADER,
     ]
-    section = "\n".join(header + lines) + f"\n<!-- /device:{variant} -->\n"
+    section = "\n".join(header + [r.markdown() for r in rows]) + f"\n<!-- /device:{variant} -->\n"
     print(section)
     if not args.no_write:
         write_section(section, variant)
+        write_json_section(variant, {**machine, "rows": [r.record() for r in rows]})
     return 0
 
 
-def load_imported(tv: nn.Module, folder: Path, device: str, config) -> tuple[nn.Module, object]:
-    """Save ``tv``'s state dict as torchvision publishes weights, import it, and load the run folder.
-
-    The loading is :func:`fcos_lab.runs.load_detector`, the one every surface uses; the resize of
-    ``config`` (torchvision's, possibly ``--quick``) is kept so that both models see the same input.
-    """
-    from fcos_lab.interop.import_weights import import_weights
-    from fcos_lab.runs import load_detector
-
-    weights = folder / "fcos_resnet50_fpn.pth"
-    torch.save({k: v.cpu() for k, v in tv.state_dict().items()}, weights)
-    run_dir = import_weights(weights, folder / "run")
-    overrides = [f"input.min_size={config.input.min_size}", f"input.max_size={config.input.max_size}"]
-    loaded = load_detector(run_dir, overrides=overrides, device=device)
-    return loaded.model, loaded.config
-
-
-def evaluation_row(checks: list[str], reps: int) -> str:
+def evaluation_row(checks: list[str], reps: int) -> Row:
     """Evaluate a synthetic detections set of 500 images with both backends; AP must be identical."""
     import time
 
@@ -367,21 +365,8 @@ def evaluation_row(checks: list[str], reps: int) -> str:
     ap = {b: r.metrics["AP"] for b, r in results.items()}
     checks.append(f"COCO evaluation of {len(detections)} detections on 500 images: AP pycocotools {ap['pycocotools']:.6f}, "
                   f"faster-coco-eval {ap['faster_coco_eval']:.6f}, identical: {abs(ap['pycocotools'] - ap['faster_coco_eval']) < 1e-9}")
-    return row("COCO evaluation (pycocotools -> faster-coco-eval)", times["pycocotools"], times["faster_coco_eval"])
-
-
-def write_section(section: str, variant: str) -> None:
-    """Replace (or append) the section of this device and flag combination in ``results.md``."""
-    start, end = f"<!-- device:{variant} -->", f"<!-- /device:{variant} -->\n"
-    text = RESULTS.read_text() if RESULTS.exists() else (
-        "# fcos_lab vs torchvision FCOS\n\nProduced by `benchmarks/bench_vs_torchvision.py`; do not edit by hand.\n\n")
-    if start in text:
-        before, rest = text.split(start, 1)
-        after = rest.split(end, 1)[1] if end in rest else ""
-        text = before + section + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text)
+    return Row("eval", "COCO evaluation (pycocotools -> faster-coco-eval)", None, None, times["pycocotools"],
+               times["faster_coco_eval"])
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from fcos_lab.errors import FcosLabError
+from fcos_lab.threads import prefer_passive_wait
 
 EPILOG = """overrides are dotted KEY=VALUE arguments, the same for every command, e.g.
   train.max_iters=200 model.backbone=resnet101 postprocess.nms_thresh=0.5
@@ -203,6 +204,7 @@ def _cmd_eval(args) -> int:
     except ValueError:
         raise FcosLabError(f"--max-dets must be comma-separated integers, got {args.max_dets!r}") from None
     class_agnostic = args.class_agnostic or args.proposals
+    runtime = {}
     if args.detections:
         detections = load_detections(args.detections)
     else:
@@ -215,6 +217,9 @@ def _cmd_eval(args) -> int:
         dataset = coco_dataset(loaded.config, args.ann, args.images)
         detections = predict_dataset(loaded.model, loaded.config, dataset, device=loaded.device, progress=True,
                                      category_ids=list(loaded.category_ids) or None)
+        from fcos_lab.precision import resolve_precision
+
+        runtime = {"runtime": resolve_precision(loaded.config.model.inference_amp, loaded.device).record()}
     result = evaluate_detections(args.ann, detections, class_agnostic=class_agnostic, max_dets=max_dets)
     print(result.summary)
     if args.out:
@@ -222,7 +227,7 @@ def _cmd_eval(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
         if not args.detections:
             save_detections(out / "detections.json", detections)
-        write_json(out / "metrics.json", {**result.metrics, "per_class_ap": result.per_class_ap})
+        write_json(out / "metrics.json", {**result.metrics, "per_class_ap": result.per_class_ap, **runtime})
         print(f"wrote {out / 'metrics.json'}")
     return 0
 
@@ -346,6 +351,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    prefer_passive_wait()  # before any command imports torch, whose OpenMP runtime reads it once
     args = parse(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -25,6 +25,8 @@ from fcos_lab.errors import ConfigError
 
 INF = math.inf
 
+# Not in the paper: autocast of the network (fcos_lab/precision.py); assignment, losses and NMS stay fp32.
+AmpSetting = Literal["auto", "off", "bf16", "fp16"]
 Backbone = Literal["resnet18", "resnet34", "resnet50", "resnet101", "resnext101_32x8d", "resnext101_64x4d"]
 
 
@@ -50,6 +52,8 @@ class ModelConfig:
     anchor_sizes: tuple[float, ...] = paper.RETINANET_ANCHOR_SIZES  # RetinaNet: 4 x stride per level
     anchor_scales: tuple[float, ...] = paper.RETINANET_ANCHOR_SCALES  # 3 per octave (#A=9 with 3 ratios)
     anchor_ratios: tuple[float, ...] = paper.RETINANET_ANCHOR_RATIOS  # h / w
+    # Not in the paper: precision of prediction and evaluation; auto = bf16 where the CPU/GPU has bf16 units
+    inference_amp: AmpSetting = "auto"
 
 
 @dataclass(frozen=True)
@@ -132,7 +136,12 @@ class TrainConfig:
     warmup_iters: int = 500  # Detectron's linear warmup
     warmup_factor: float = 1 / 3
     grad_clip: float = 0.0  # Section 4.1.3: gradients clipped when GN is off; 0 = no clipping
-    amp: Literal["off", "bf16", "fp16"] = "off"  # CUDA only
+    # Not in the paper: precision of the training forward; auto = bf16 where the CPU/GPU has bf16 units,
+    # fp16 with a gradient scaler on GPUs without bf16 (fcos_lab/precision.py)
+    amp: AmpSetting = "auto"
+    # Not in the paper: CPU intra-op threads; 0 = the cores other processes leave free, re-checked during the
+    # run (fcos_lab/threads.py); N = exactly N, which bit-identical resumes need (float sums follow the count)
+    threads: int = 0
     seed: int = 0
     num_workers: int = 2
     checkpoint_every: int = 5000
@@ -341,6 +350,8 @@ def validate(config: Config) -> None:
     lo, hi = config.input.train_min_size
     if not 0 < lo <= hi:
         raise ConfigError(f"input.train_min_size must be (lo, hi) with 0 < lo <= hi, got {(lo, hi)}")
+    if config.train.threads < 0:
+        raise ConfigError(f"train.threads must be >= 0 (0 = follow the free cores), got {config.train.threads}")
     if config.train.batch_size < 1 or config.train.max_iters < 1:
         raise ConfigError("train.batch_size and train.max_iters must be >= 1")
     if config.loss.centerness_weighted_box_loss and m.centerness_on == "none":

@@ -31,6 +31,8 @@ from fcos_lab.targets import ground_truth_of
 
 if TYPE_CHECKING:
     from fcos_lab.runs import LoadedModel
+from fcos_lab.precision import announce, resolve_precision
+from fcos_lab.threads import ThreadGovernor
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -82,8 +84,11 @@ def detect(model: FCOS, config: Config, images: list[Tensor]) -> list[Detections
     batch = preprocess_images(images, config).to(device)
     was_training = model.training
     model.eval()
+    precision = resolve_precision(config.model.inference_amp, device)
+    announce(precision, "inference")
     try:
-        output = model(batch.tensors)
+        with precision.autocast():
+            output = model(batch.tensors)
     finally:
         model.train(was_training)
     return postprocess_output(output, batch, config)
@@ -118,7 +123,9 @@ def predict_dense(loaded: LoadedModel, image: Tensor, min_size: int | None = Non
     """Run the network once on ``image`` ``[3, H, W]`` in [0, 1] (shorter side ``min_size``, default the config's)."""
     config = with_input_size(loaded.config, min_size)
     batch = preprocess_images([image], config)
-    output = loaded.model.eval()(batch.tensors.to(loaded.device))
+    precision = resolve_precision(config.model.inference_amp, loaded.device)
+    with precision.autocast():
+        output = loaded.model.eval()(batch.tensors.to(loaded.device))
     return DensePrediction(output, batch, config)
 
 
@@ -211,10 +218,15 @@ def predict_dataset(
     was_training = model.training
     model.eval()
     results: list[dict[str, Any]] = []
+    precision = resolve_precision(config.model.inference_amp, device)
+    announce(precision, "inference")
+    threads = ThreadGovernor()
     try:
         for batch, targets in tqdm(loader, disable=not progress, desc="predict"):
+            threads.step()
             batch = batch.to(device)
-            output = model(batch.tensors)
+            with precision.autocast():
+                output = model(batch.tensors)
             oracle = None
             if config.postprocess.centerness_mode == "oracle":
                 oracle = Objective.from_config(config).oracle_centerness(output, ground_truth_of(targets))
@@ -223,6 +235,7 @@ def predict_dataset(
                 results.extend(r for r in records if r["category_id"] in known)
     finally:
         model.train(was_training)
+        threads.close()
     return results
 
 
@@ -266,7 +279,9 @@ def predict_images(
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model.to(device)
     records: list[dict[str, Any]] = []
+    threads = ThreadGovernor()
     for image_id, path in enumerate(list_images(inputs), start=1):
+        threads.step()
         image = load_image(path)
         det = detect(model, config, [image])[0].to("cpu")
         for record in detections_to_coco(det, image_id, category_ids):
@@ -279,4 +294,5 @@ def predict_images(
                 levels=det.levels[keep],
             )
             picture.save(out_dir / f"{path.stem}_detections.jpg", quality=90)
+    threads.close()
     return save_detections(out_dir / "detections.json", records)

@@ -49,11 +49,13 @@ _TABLE5_INPUT = {"train_min_size": (640, 800)}
 # torchvision's fcos_resnet50_fpn, bit for bit: its resized sizes, locations at x*s with the image-size stride
 # quirk, strict size ranges, center sampling 1.5 as |x - cx| < 1.5 s, GIoU on decoded boxes, ReLU*stride
 # without scales, center-ness on the regression tower, score sqrt(cls*ctr) thresholded at 0.2, no box-loss
-# weighting, 91 COCO classes.
+# weighting, 91 COCO classes, and float32 throughout as torchvision runs by default (bit for bit needs the
+# same arithmetic).
 _FCOS_TORCHVISION = _derive(
     _FCOS_R50_FPN_1X,
     "fcos_r50_fpn_torchvision",
-    model={"centerness_on": "reg", "box_param": "relu", "learnable_scale": False, "num_classes": 91},
+    model={"centerness_on": "reg", "box_param": "relu", "learnable_scale": False, "num_classes": 91,
+           "inference_amp": "off"},
     assign={
         "center_sampling_radius": paper.CENTER_SAMPLING_RADIUS,
         "size_range_inclusive": False,
@@ -65,6 +67,7 @@ _FCOS_TORCHVISION = _derive(
     input={"resize_rule": "torchvision"},
     loss={"box_loss": "giou"},
     postprocess={"score_thresh": 0.2, "threshold_on": "combined", "score_sqrt": True},
+    train={"amp": "off"},
 )
 
 # Deviation from paper: the paper's FCOS predicts on P3-P7. This preset adds P2 (stride 4), built by FPN's

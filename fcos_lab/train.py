@@ -43,6 +43,8 @@ from fcos_lab.model.detector import FCOSOutput, build_model
 from fcos_lab.objective import Objective
 from fcos_lab.runs import json_safe, write_json
 from fcos_lab.targets import GroundTruth, ground_truth_of
+from fcos_lab.precision import announce, resolve_precision
+from fcos_lab.threads import ThreadGovernor
 
 
 def compute_loss(output: FCOSOutput | AnchorOutput, gt: GroundTruth, config: Config) -> dict[str, Tensor]:
@@ -206,8 +208,13 @@ def train(
 
     objective = Objective.from_config(config)
     forward = torch.compile(model) if t.compile else model
+    threads = ThreadGovernor(t.threads)
+    precision = resolve_precision(t.amp, torch_device)
+    announce(precision, "training")
     if dist.is_main:
-        atomic_write_text(run_dir / "config.json", config.to_json())
+        inference = resolve_precision(config.model.inference_amp, torch_device)
+        runtime = {"train": precision.record(), "inference": inference.record()}
+        atomic_write_text(run_dir / "config.json", json.dumps({**config.to_dict(), "runtime": runtime}, indent=2))
     loader = DataLoader(
         _EpochIndexed(train_set),
         batch_sampler=list(
@@ -218,9 +225,7 @@ def train(
         pin_memory=torch_device.type == "cuda",
         persistent_workers=False,
     )
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp)
-    use_amp = amp_dtype is not None and torch_device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    scaler = precision.grad_scaler()
 
     metrics_path = run_dir / "metrics.jsonl"
     if dist.is_main and not resume:
@@ -239,7 +244,8 @@ def train(
             group["lr"] = lr * group["lr_factor"]
         images = batch.tensors.to(torch_device, non_blocking=True)
         gt = ground_truth_of(targets).to(torch_device)
-        with torch.autocast(torch_device.type, dtype=amp_dtype or torch.float32, enabled=use_amp):
+        threads.step()
+        with precision.autocast():
             output = forward(images)
         losses = objective.loss(output, gt)
         loss = losses["loss"]
@@ -280,6 +286,7 @@ def train(
                     f"(train.skip_nonfinite=false checks only here). The last good checkpoint is {latest_checkpoint(run_dir)}"
                 )
             row["images_per_s"] = window_images / max(elapsed, 1e-9)
+            row["threads"] = torch.get_num_threads()
             if dist.is_main:
                 with open(metrics_path, "a") as handle:
                     handle.write(json.dumps(row) + "\n")
@@ -300,6 +307,7 @@ def train(
             _evaluate_into(unwrap(model), config, val_set, run_dir, iteration, torch_device, metrics_path)
             model.train()
     bar.close()
+    threads.close()
 
     metrics: dict[str, float] = {}
     if dist.is_main:
@@ -326,7 +334,9 @@ def _evaluate_into(model, config, val_set, run_dir: Path, iteration: int, device
     save_detections(run_dir / "detections_val.json", detections)
     result = evaluate_detections(val_set.coco, detections)
     metrics = {k: float(v) for k, v in result.metrics.items()}
-    write_json(run_dir / "metrics.json", {"iteration": iteration, **metrics, "per_class_ap": result.per_class_ap})
+    runtime = resolve_precision(config.model.inference_amp, device).record()
+    write_json(run_dir / "metrics.json", {"iteration": iteration, **metrics, "per_class_ap": result.per_class_ap,
+                                          "runtime": runtime})
     with open(metrics_path, "a") as handle:
         handle.write(json.dumps(json_safe({"iter": iteration, **{k: metrics[k] for k in ("AP", "AP50", "AP75")}})) + "\n")
     return metrics

@@ -71,13 +71,15 @@ def _tiny(tmp_path, *overrides):
 
 
 def test_resume_gives_identical_weights(tmp_path):
-    straight = train(_tiny(tmp_path), tmp_path / "straight", device="cpu", evaluate_at_end=False, progress=False)
+    # A fixed thread count: float sums follow it, and the default follows the machine's load.
+    config = _tiny(tmp_path, "train.threads=1")
+    straight = train(config, tmp_path / "straight", device="cpu", evaluate_at_end=False, progress=False)
     interrupted = tmp_path / "interrupted"
-    train(_tiny(tmp_path), interrupted, device="cpu", evaluate_at_end=False, progress=False)
+    train(config, interrupted, device="cpu", evaluate_at_end=False, progress=False)
     # Pretend the run died right after its iteration-3 checkpoint.
     for name in ("model_final.pt", "model_final.safetensors"):
         (interrupted / name).unlink()
-    resumed = train(_tiny(tmp_path), interrupted, device="cpu", resume=True, evaluate_at_end=False, progress=False)
+    resumed = train(config, interrupted, device="cpu", resume=True, evaluate_at_end=False, progress=False)
     assert resumed.iterations == straight.iterations == 6
     a = load_checkpoint(straight.run_dir / "model_final.pt")["model"]
     b = load_checkpoint(interrupted / "model_final.pt")["model"]

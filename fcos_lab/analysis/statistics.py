@@ -49,6 +49,7 @@ from fcos_lab.objective import Objective
 from fcos_lab.points import grid_shapes
 from fcos_lab.presets import resolve
 from fcos_lab.targets import GroundTruth
+from fcos_lab.threads import ThreadGovernor
 
 # Tables 1 and 2 of the paper (COCO minival), in percent, by the keys of this module's output.
 PAPER_VALUES: dict[str, float] = paper.STATISTICS_VALUES
@@ -175,7 +176,10 @@ def compute_statistics(
     anchors_for_size: list[tuple[tuple[int, int], Tensor]] = []
     timings["retinanet"] = 0.0
 
+    threads = ThreadGovernor()  # a busy machine: only the cores others leave free (fcos_lab/threads.py)
+
     def retinanet(padded_size: tuple[int, int], index: Tensor, gt: GroundTruth, annotation_index: Tensor) -> None:
+        threads.step()
         if not rules:
             return
         tick = time.perf_counter()
@@ -198,6 +202,7 @@ def compute_statistics(
 
     counted = torch.from_numpy(info["counted"])
     annotation_ids = info["annotation_ids"]
+    threads.close()
     num_counted = int(counted.sum())
     stats: dict[str, Any] = {}
     counts: dict[str, Any] = {"num_images": info["num_images"], "num_images_with_boxes": info["num_images_with_boxes"],

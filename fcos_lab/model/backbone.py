@@ -17,6 +17,7 @@ from torchvision import models
 from torchvision.ops import misc
 
 from fcos_lab.errors import CheckpointError
+from fcos_lab.model.group_norm import GroupNorm
 
 
 class FrozenBatchNorm2d(misc.FrozenBatchNorm2d):
@@ -79,7 +80,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
 NORM_LAYERS = {
     "frozen_bn": FrozenBatchNorm2d,
     "bn": nn.BatchNorm2d,
-    "gn": lambda channels: nn.GroupNorm(32, channels),
+    "gn": lambda channels: GroupNorm(32, channels),
 }
 
 

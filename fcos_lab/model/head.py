@@ -18,6 +18,8 @@ import math
 import torch
 from torch import nn
 
+from fcos_lab.model.group_norm import GroupNorm
+
 MAX_LOG_DISTANCE = 60.0  # exp(60) ~ 1.1e26 stays finite in float32 (whose exp overflows past ~88.7)
 
 
@@ -26,7 +28,7 @@ def _tower(channels: int, num_convs: int, norm: str) -> nn.Sequential:
     for _ in range(num_convs):
         layers.append(nn.Conv2d(channels, channels, 3, padding=1))
         if norm == "gn":
-            layers.append(nn.GroupNorm(32, channels))
+            layers.append(GroupNorm(32, channels))
         layers.append(nn.ReLU(inplace=True))  # neither GroupNorm's nor the conv's backward needs its output
     return nn.Sequential(*layers)
 
@@ -85,7 +87,9 @@ class FCOSHead(nn.Module):
         for level, feature in enumerate(features):
             cls_feature = self.cls_tower(feature)
             box_feature = self.box_tower(feature)
-            cls_all.append(self._flatten(self.cls_logits(cls_feature), self.num_classes))
+            # Outputs leave the head in float32 even under autocast (fcos_lab/precision.py): assignment,
+            # the losses, the scores and NMS are computed in full precision.
+            cls_all.append(self._flatten(self.cls_logits(cls_feature).float(), self.num_classes))
             raw = self.box_pred(box_feature).float()
             if self.box_param == "exp":
                 # Deviation from paper: exp's input is clamped so that it never overflows to inf; an inf on
@@ -99,6 +103,6 @@ class FCOSHead(nn.Module):
             box_all.append(self._flatten(box, 4))
             if self.centerness is not None:
                 source = cls_feature if self.centerness_on == "cls" else box_feature
-                ctr_all.append(self.centerness(source).flatten(1))
+                ctr_all.append(self.centerness(source).float().flatten(1))
         centerness = torch.cat(ctr_all, dim=1) if ctr_all else None
         return torch.cat(cls_all, dim=1), torch.cat(box_all, dim=1), centerness

@@ -149,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output file, e.g. model.onnx")
     p.add_argument("--nms", action="store_true", help="NMS inside the graph: outputs final detections")
 
+    p = sub.add_parser("workshop", help="copy the workshop notebooks into a folder, generate their data, say how to open them")
+    p.add_argument("--dir", required=True, help="the participant's workshop folder (created if missing)")
+    p.add_argument("--force", action="store_true", help="replace notebooks already in the folder (a participant's work)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of the demo preset, "
+                   "recorded for the notebooks (e.g. data.synthetic_num_train=200)")
+
     sub.add_parser("presets", help="list the presets and what they change")
     return parser
 
@@ -317,6 +323,13 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_workshop(args) -> int:
+    from fcos_lab.workshop.folder import instructions, make_workshop_folder
+
+    print(instructions(make_workshop_folder(args.dir, list(args.overrides), force=args.force)))
+    return 0
+
+
 def _cmd_presets(args) -> int:
     from fcos_lab.presets import PRESETS
 
@@ -330,7 +343,7 @@ def _cmd_presets(args) -> int:
 COMMANDS = {
     "demo": _cmd_demo, "train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict,
     "stats": _cmd_stats, "fiftyone": _cmd_fiftyone, "errors": _cmd_errors, "presets": _cmd_presets, "tune": _cmd_tune,
-    "convert": _cmd_convert, "import-weights": _cmd_import_weights, "export": _cmd_export,
+    "convert": _cmd_convert, "import-weights": _cmd_import_weights, "export": _cmd_export, "workshop": _cmd_workshop,
 }
 
 

@@ -95,7 +95,7 @@ def run_check(exercise: str, function: Callable, reference: Callable, cases: Seq
     Raises:
         ExerciseError: ``function`` is a stub, raised an error, or ``compare`` found its answer wrong.
     """
-    __tracebackhide__ = True  # noqa: F841  (IPython and pytest hide this frame: the message is the point)
+    __tracebackhide__ = True
     name = getattr(function, "__name__", "your function")
     if not callable(function):
         raise ExerciseError(f"exercise {exercise}: expected a function, got {type(function).__name__}",
@@ -198,7 +198,7 @@ def number(value: float) -> str:
     """A number as a person writes it: integers without decimals, others with 4 significant digits."""
     value = float(value)
     if math.isfinite(value) and value == round(value) and abs(value) < 1e9:
-        return str(int(round(value)))
+        return str(round(value))
     return f"{value:.4g}"
 
 

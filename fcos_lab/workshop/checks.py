@@ -14,7 +14,11 @@ from collections.abc import Callable, Sequence
 
 from fcos_lab.workshop.checking import CheckResult
 from fcos_lab.workshop.checks_assignment import (
-    check_assign_locations, check_in_center_region, check_in_size_range, check_inside_boxes, check_ltrb_targets,
+    check_assign_locations,
+    check_in_center_region,
+    check_in_size_range,
+    check_inside_boxes,
+    check_ltrb_targets,
     check_minimal_area_box,
 )
 from fcos_lab.workshop.checks_errors import check_error_types, check_match_detections

@@ -17,13 +17,21 @@ from torch import Tensor
 from fcos_lab.viz.exercise_cases import Mark, case_figure
 from fcos_lab.workshop import solutions
 from fcos_lab.workshop.checking import (
-    Case, CheckResult, Failure, as_tensor, diagnose, mismatch, numbers, run_check, shape_failure,
+    Case,
+    CheckResult,
+    Failure,
+    as_tensor,
+    diagnose,
+    mismatch,
+    numbers,
+    run_check,
+    shape_failure,
 )
 from fcos_lab.workshop.scenes import Scene, make_scene, random_scenes
 
 # Two levels on a 64 x 64 image: P3 (stride 8) locations at x, y in {4, 12, ..., 60}, P4 (stride 16) at
 # {8, 24, 40, 56}; P3 takes max(l*, t*, r*, b*) in [0, 32], P4 in [32, inf].
-_LEVELS = dict(image_size=(64, 64), strides=(8, 16), size_ranges=((0, 32), (32, float("inf"))))
+_LEVELS = {"image_size": (64, 64), "strides": (8, 16), "size_ranges": ((0, 32), (32, float("inf")))}
 HAND_SCENES = (
     # Box 0's left side x0 = 20 passes through the P3 locations of column x = 20: l* = 0 there, which is on
     # the side, not inside. Box 1 [4, 4, 28, 28] has P3 locations at x = 12, 20 inside, 4 and 28 on its sides.
@@ -142,7 +150,6 @@ def _compare_ltrb(case: Case, expected: Tensor, got: object) -> Failure | None:
     if first is None:
         return None
     p, m, _ = first
-    x, y = scene.locations.points[p].tolist()
     message = (f"for {scene.where(p)} and {scene.box(m)}, (l*, t*, r*, b*) = (x - x0, y - y0, x1 - x, y1 - y) = "
                f"{numbers(expected[p, m])}; yours is {numbers(got[p, m])}.")
     message += diagnose(got.float(), {
@@ -182,7 +189,7 @@ def check_inside_boxes(function: Callable, real: Sequence[Scene] = ()) -> CheckR
                 text += f"\nA distance of 0 puts the location on the box's {side} side, which is not inside: use > 0."
             return text
 
-        return _pair_failure(scene, expected, got, "inside", explain, lambda: {})
+        return _pair_failure(scene, expected, got, "inside", explain, dict)
 
     return run_check("2.2", function, solutions.inside_boxes, cases, compare)
 

@@ -17,7 +17,17 @@ from torchvision.ops import box_iou, nms
 from fcos_lab.viz.exercise_cases import case_figure
 from fcos_lab.workshop import solutions
 from fcos_lab.workshop.checking import (
-    Case, CheckResult, Failure, as_tensor, box_text, diagnose, mismatch, number, numbers, run_check, shape_failure,
+    Case,
+    CheckResult,
+    Failure,
+    as_tensor,
+    box_text,
+    diagnose,
+    mismatch,
+    number,
+    numbers,
+    run_check,
+    shape_failure,
 )
 from fcos_lab.workshop.checks_assignment import reference_masks
 from fcos_lab.workshop.scenes import Scene, jittered_copies, random_boxes
@@ -60,7 +70,7 @@ def check_decode_boxes(function: Callable, real: Sequence[Scene] = ()) -> CheckR
         if first is None:
             return None
         p = first[0]
-        (x, y), (l, t, r, b) = points[p].tolist(), ltrb[p].tolist()
+        x, y = points[p].tolist()
         message = (f"location ({x:g}, {y:g}) with (l, t, r, b) = {numbers(ltrb[p])} gives the box (x - l, y - t, x + r, "
                    f"y + b) = {numbers(expected[p])}; yours is {numbers(got[p])}.")
         x_, y_ = points[:, 0], points[:, 1]

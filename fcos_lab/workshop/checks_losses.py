@@ -16,7 +16,16 @@ from torch import Tensor
 
 from fcos_lab.workshop import solutions
 from fcos_lab.workshop.checking import (
-    Case, CheckResult, Failure, as_tensor, diagnose, mismatch, number, numbers, run_check, shape_failure,
+    Case,
+    CheckResult,
+    Failure,
+    as_tensor,
+    diagnose,
+    mismatch,
+    number,
+    numbers,
+    run_check,
+    shape_failure,
 )
 from fcos_lab.workshop.checks_assignment import reference_masks
 from fcos_lab.workshop.scenes import Scene

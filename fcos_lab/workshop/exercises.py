@@ -15,7 +15,6 @@ from torch import Tensor
 
 from fcos_lab.points import Locations
 
-
 # ------------------------------------------------------------------------ 01 · the feature pyramid
 
 

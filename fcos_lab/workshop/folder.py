@@ -100,7 +100,7 @@ def instructions(folder: WorkshopFolder) -> str:
               f"  synthetic data: {folder.data} ({folder.num_train} training, {folder.num_val} validation images)",
               "open the notebooks in JupyterLab:",
               f"  cd {folder.root} && jupyter lab {names[0] if names else ''}",
-              "(or: python -m jupyterlab --notebook-dir " + str(folder.root) + ")",
-              "run each notebook from the top; write each exercise in place of its `raise NotImplementedError`, "
-              "then run the check below it."]
+              f"(or: python -m jupyterlab --notebook-dir {folder.root})",
+              ("run each notebook from the top; write each exercise in place of its `raise NotImplementedError`, "
+               "then run the check below it.")]
     return "\n".join(lines)

@@ -24,9 +24,10 @@ from typing import Any
 import torch
 
 from fcos_lab.config import Config
-from fcos_lab.data.samples import Sample, dataset_sample, resize_sample
+from fcos_lab.data.samples import Sample, dataset_sample, open_dataset, resize_sample
 from fcos_lab.data.splits import build_datasets
 from fcos_lab.demo import demo_config
+from fcos_lab.errors import InputError
 from fcos_lab.precision import cpu_name, resolve_precision
 from fcos_lab.runs import LoadedModel, load_detector
 from fcos_lab.workshop import display
@@ -54,28 +55,34 @@ class Workshop:
         overrides: dotted overrides of the demo preset, after those ``fcos-lab workshop`` recorded in
             ``workshop_dir/workshop.json`` (e.g. a smaller dataset for a quick run).
         real_images: how many validation images give the checks their real cases.
+        val_ann, val_images: a COCO-format set (photographs, say) to look at and evaluate on instead of the
+            synthetic validation images; training stays on the synthetic shapes.
     """
 
     def __init__(self, workshop_dir: str | Path = ".", *, solutions: bool = False, overrides: Sequence[str] = (),
-                 real_images: int = 8) -> None:
+                 real_images: int = 8, val_ann: str | Path | None = None, val_images: str | Path | None = None) -> None:
         display.setup()
         self.dir = Path(workshop_dir)
         self.solutions = bool(solutions)
         self.config = workshop_config(self.dir, [*recorded_overrides(self.dir), *overrides])
         _, self.val_set = build_datasets(self.config, need_train=False)  # generates the data when missing
+        if val_ann or val_images:
+            if not (val_ann and val_images):
+                raise InputError("give both val_ann (a COCO-format JSON) and val_images (its image folder), or neither")
+            self.val_set = open_dataset(val_ann, val_images, self.config)
         self.real_images = real_images
         print(self.describe())
 
     def describe(self) -> str:
         """What this workshop runs on, in a few lines."""
         precision = resolve_precision(self.config.train.amp, "cpu")
+        levels = ", ".join(f"P{s.bit_length() - 1}" for s in self.config.model.strides)
         return "\n".join([
-            f"preset {self.config.name}: {self.config.model.backbone}, {self.config.input.min_size}-px images, "
-            f"levels {', '.join(f'P{s.bit_length() - 1}' for s in self.config.model.strides)}",
-            f"data: {self.config.data.synthetic_root} ({len(self.val_set)} validation images)",
+            f"preset {self.config.name}: {self.config.model.backbone}, {self.config.input.min_size}-px images, levels {levels}",
+            f"data: {self.config.data.synthetic_root}; validation images: {self.val_set.ann_file} ({len(self.val_set)})",
             f"CPU: {cpu_name()}, {torch.get_num_threads()} threads; training in {precision.description}",
-            "solutions=True: every exercise uses the reference solution" if self.solutions else
-            "write each exercise, then run the check below it",
+            ("solutions=True: every exercise uses the reference solution" if self.solutions
+             else "write each exercise, then run the check below it"),
         ])
 
     @cached_property
@@ -160,37 +167,62 @@ class Workshop:
             self.train(run_dir, iterations)
         return load_detector(checkpoint, device="cpu")
 
-    def centerness_table(self, loaded: LoadedModel) -> list[dict[str, Any]]:
-        """Table 4 at test time: the model evaluated with each center-ness mode (AP on the validation set)."""
-        from fcos_lab.analysis.experiments import evaluate_checkpoint
+    def evaluate(self, loaded: LoadedModel, centerness_mode: str | None = None,
+                 detections_path: str | Path | None = None) -> dict[str, Any]:
+        """The model on the workshop's validation images (in the model's own input size), scored with COCO's AP.
 
+        Args:
+            loaded: the model (notebook 04's, or weights imported with ``fcos-lab import-weights``).
+            centerness_mode: Table 4's test-time variant (``none``, ``from_box``, ``learned``, ``oracle``);
+                None keeps the model's.
+            detections_path: where to write the detections (COCO results with level, location, center-ness).
+
+        Returns:
+            ``metrics`` (AP, AP50, ... as fractions), ``detections`` (records), ``config`` (predicted with),
+            ``val_ann``, ``val_images``, ``seconds``.
+        """
+        from fcos_lab.data.splits import coco_dataset
+        from fcos_lab.detections_file import save_detections
+        from fcos_lab.evaluate import evaluate_detections
+        from fcos_lab.predict import predict_dataset
+
+        started = time.perf_counter()
+        config = loaded.config
+        if centerness_mode is not None:
+            config = replace(config, postprocess=replace(config.postprocess, centerness_mode=centerness_mode))
+        dataset = coco_dataset(config, self.val_set.ann_file, self.val_set.image_dir)
+        detections = predict_dataset(loaded.model, config, dataset, device=loaded.device, batch_size=8,
+                                     category_ids=list(loaded.category_ids) or None)
+        if detections_path is not None:
+            save_detections(detections_path, detections)
+        metrics = evaluate_detections(dataset.coco, detections).metrics
+        return {"metrics": dict(metrics), "detections": detections, "config": config, "val_ann": str(dataset.ann_file),
+                "val_images": str(dataset.image_dir), "seconds": time.perf_counter() - started}
+
+    def centerness_table(self, loaded: LoadedModel) -> list[dict[str, Any]]:
+        """Table 4 at test time: the model evaluated with each center-ness mode on the validation images."""
         rows = []
         for mode, name in CENTERNESS_MODES:
-            started = time.perf_counter()
-            variant = replace(loaded.config, postprocess=replace(loaded.config.postprocess, centerness_mode=mode))
-            metrics = evaluate_checkpoint(loaded.path, variant, device="cpu")["metrics"]
+            result = self.evaluate(loaded, mode)
+            metrics = result["metrics"]
             rows.append({"ranking score": name, "AP": metrics["AP"], "AP50": metrics["AP50"], "AP75": metrics["AP75"],
-                         "seconds": round(time.perf_counter() - started, 1)})
+                         "seconds": round(result["seconds"], 1)})
         return rows
-
-    def detections(self, loaded: LoadedModel, path: str | Path | None = None) -> dict[str, Any]:
-        """The model's detections on the validation set (COCO records, written to ``path``) and its metrics."""
-        from fcos_lab.analysis.experiments import evaluate_checkpoint
-
-        path = Path(path) if path is not None else loaded.path.parent / "detections_workshop.json"
-        return evaluate_checkpoint(loaded.path, device="cpu", detections_path=path)
 
     def error_analysis(self, loaded: LoadedModel) -> tuple[Any, dict[str, Any]]:
         """TIDE's error breakdown of the model's validation detections: ``(ErrorAnalysis, evaluation)``."""
         from fcos_lab.analysis.tide_breakdowns import analyze_errors
 
-        evaluation = self.detections(loaded)
+        evaluation = self.evaluate(loaded, detections_path=loaded.path.parent / "detections_workshop.json")
         return analyze_errors(self.val_set.coco, evaluation["detections"], evaluation["config"]), evaluation
 
     def fiftyone_dataset(self, loaded: LoadedModel, evaluation: dict[str, Any], name: str = "fcos-workshop") -> Any:
         """A FiftyOne dataset of the validation images, ground truth and the model's detections (evaluated)."""
+        import fiftyone as fo
+
         from fcos_lab.integrations.fiftyone import build_dataset
 
+        fo.config.show_progress_bars = False  # a notebook output, not a terminal: no progress bars
         return build_dataset(evaluation["val_ann"], evaluation["val_images"], evaluation["detections"], name=name,
                              config=evaluation["config"])
 

@@ -65,7 +65,7 @@ def test_committed_notebook_is_clean_and_holds_the_stubs(name):
     assert "parameters" in cells[0].metadata.get("tags", []), "the first code cell is the parameters cell"
     assert sum("parameters" in c.metadata.get("tags", []) for c in cells) == 1
     defaults = {}
-    exec(cells[0].source, {}, defaults)  # plain assignments only
+    exec(cells[0].source, {}, defaults)  # noqa: S102  (plain assignments only)
     assert defaults["solutions"] is False and defaults["workshop_dir"] == "." and defaults["overrides"] == []
     for cell in cells:
         assert not cell.get("outputs") and cell.get("execution_count") is None, "commit notebooks without outputs"
@@ -123,7 +123,7 @@ def test_as_committed_the_first_check_fails_with_its_message(name, workshop_fold
 @pytest.mark.parametrize("name", NAMES)
 def test_with_solutions_the_notebook_runs_to_the_end(name, workshop_folder, tmp_path, monkeypatch):
     defaults = {}
-    exec(code_cells(name)[0].source, {}, defaults)
+    exec(code_cells(name)[0].source, {}, defaults)  # noqa: S102  (the parameters cell)
     quick = {k: v for k, v in QUICK.items() if k in defaults}
     _run(name, workshop_folder, tmp_path / f"{name}.ipynb", monkeypatch, solutions=True, **quick)
     executed = nbformat.read(tmp_path / f"{name}.ipynb", as_version=4)

@@ -15,7 +15,7 @@ import math
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -174,6 +174,28 @@ def mismatch(expected: Tensor, got: Tensor, *, atol: float = 1e-4, rtol: float =
     if not differs.any():
         return None
     return tuple(int(i) for i in differs.nonzero()[0])
+
+
+class Difference(NamedTuple):
+    """A wrong answer of the right type and shape: the answer as a tensor and its first wrong element."""
+
+    got: Tensor
+    index: tuple[int, ...]
+
+
+def first_difference(expected: Tensor, got: Any, what: str, meaning: str, *, atol: float = 1e-4,
+                     rtol: float = 1e-4) -> Difference | Failure | None:
+    """Compare an answer with the reference: None when right, a :class:`Failure` for a wrong type or shape
+    (``what`` names the expected value, ``meaning`` its axes), else the :class:`Difference` to name in words."""
+    got = as_tensor(got, what)
+    if isinstance(got, Failure):
+        return got
+    failure = shape_failure(expected, got, meaning)
+    if failure:
+        return failure
+    got = got.to(expected.dtype) if not expected.is_floating_point() else got.float()
+    index = mismatch(expected, got, atol=atol, rtol=rtol)
+    return None if index is None else Difference(got, index)
 
 
 def agrees(got: Any, value: Any, *, atol: float = 1e-4, rtol: float = 1e-4) -> bool:

@@ -19,13 +19,13 @@ from fcos_lab.workshop import solutions
 from fcos_lab.workshop.checking import (
     Case,
     CheckResult,
+    Difference,
     Failure,
-    as_tensor,
     diagnose,
+    first_difference,
     mismatch,
     numbers,
     run_check,
-    shape_failure,
 )
 from fcos_lab.workshop.scenes import Scene, make_scene, random_scenes
 
@@ -109,19 +109,15 @@ def _pair_failure(scene: Scene, expected: Tensor, got: object, what: str, explai
     ``first_look`` ``[P, M]``: pairs to name first when they differ (a location inside the box says more than
     one outside it).
     """
-    got = as_tensor(got, f"a [P, M] bool tensor ({what})")
-    if isinstance(got, Failure):
-        return got
-    failure = shape_failure(expected, got, "[P, M]: one row per location, one column per box")
-    if failure:
-        return failure
-    first = mismatch(expected, got.bool())
-    if first is None:
-        return None
+    found = first_difference(expected, got, f"a [P, M] bool tensor ({what})",
+                             "[P, M]: one row per location, one column per box")
+    if not isinstance(found, Difference):
+        return found
+    got, first = found
     if first_look is not None:
-        first = mismatch(expected & first_look, got.bool() & first_look) or first
+        first = mismatch(expected & first_look, got & first_look) or first
     p, m = first
-    message = explain(p, m, bool(expected[p, m])) + diagnose(got.bool(), mistakes())
+    message = explain(p, m, bool(expected[p, m])) + diagnose(got, mistakes())
     figure = _figure(scene, p, {m: "orange"}, f"{scene.where(p)} and box {m}")
     return Failure(message, figure)
 
@@ -140,19 +136,14 @@ def _ltrb_cases(real: Sequence[Scene]) -> list[Case]:
 
 def _compare_ltrb(case: Case, expected: Tensor, got: object) -> Failure | None:
     scene: Scene = case.context["scene"]
-    got = as_tensor(got, "a [P, M, 4] tensor of (l*, t*, r*, b*)")
-    if isinstance(got, Failure):
-        return got
-    failure = shape_failure(expected, got, "[P, M, 4]: location, box, (l*, t*, r*, b*)")
-    if failure:
-        return failure
-    first = mismatch(expected, got.float())
-    if first is None:
-        return None
-    p, m, _ = first
+    found = first_difference(expected, got, "a [P, M, 4] tensor of (l*, t*, r*, b*)",
+                             "[P, M, 4]: location, box, (l*, t*, r*, b*)")
+    if not isinstance(found, Difference):
+        return found
+    got, (p, m, _) = found
     message = (f"for {scene.where(p)} and {scene.box(m)}, (l*, t*, r*, b*) = (x - x0, y - y0, x1 - x, y1 - y) = "
                f"{numbers(expected[p, m])}; yours is {numbers(got[p, m])}.")
-    message += diagnose(got.float(), {
+    message += diagnose(got, {
         "Your four values are in the order (l*, r*, t*, b*); return (l*, t*, r*, b*).": expected[..., [0, 2, 1, 3]],
         "Your distances have the wrong sign: l* = x - x0 is positive when the location is right of the left side.":
             -expected,
@@ -270,16 +261,11 @@ def check_in_center_region(function: Callable, real: Sequence[Scene] = ()) -> Ch
 
 def _choice_failure(scene: Scene, masks: dict[str, Tensor], expected: Tensor, got: object,
                     mistakes: Callable[[], dict[str, Tensor]], explain_why: bool) -> Failure | None:
-    got = as_tensor(got, "a [P] int64 tensor of box indices (-1: background)")
-    if isinstance(got, Failure):
-        return got
-    failure = shape_failure(expected, got, "[P]: one box index per location")
-    if failure:
-        return failure
-    first = mismatch(expected, got.long())
-    if first is None:
-        return None
-    (p,) = first
+    found = first_difference(expected, got, "a [P] int64 tensor of box indices (-1: background)",
+                             "[P]: one box index per location")
+    if not isinstance(found, Difference):
+        return found
+    got, (p,) = found
     want, chose = int(expected[p]), int(got[p])
     candidates = masks["candidates"][p].nonzero().flatten().tolist()
     areas = (scene.boxes[:, 2] - scene.boxes[:, 0]) * (scene.boxes[:, 3] - scene.boxes[:, 1])
@@ -298,7 +284,7 @@ def _choice_failure(scene: Scene, masks: dict[str, Tensor], expected: Tensor, go
     message += f"; your code chose {chosen}."
     if explain_why:
         message += "\n" + _why(scene, masks, p)
-    message += diagnose(got.long(), mistakes())
+    message += diagnose(got, mistakes())
     highlight = {m: "orange" for m in candidates}
     if want >= 0:
         highlight[want] = "lime"

@@ -19,15 +19,15 @@ from fcos_lab.workshop import solutions
 from fcos_lab.workshop.checking import (
     Case,
     CheckResult,
+    Difference,
     Failure,
     as_tensor,
     box_text,
     diagnose,
-    mismatch,
+    first_difference,
     number,
     numbers,
     run_check,
-    shape_failure,
 )
 from fcos_lab.workshop.checks_assignment import reference_masks
 from fcos_lab.workshop.scenes import Scene, jittered_copies, random_boxes
@@ -60,22 +60,16 @@ def check_decode_boxes(function: Callable, real: Sequence[Scene] = ()) -> CheckR
 
     def compare(case: Case, expected: Tensor, got: object) -> Failure | None:
         points, ltrb = case.args
-        got = as_tensor(got, "a [P, 4] tensor of xyxy boxes")
-        if isinstance(got, Failure):
-            return got
-        failure = shape_failure(expected, got, "[P, 4]: one xyxy box per location")
-        if failure:
-            return failure
-        first = mismatch(expected, got.float())
-        if first is None:
-            return None
-        p = first[0]
+        found = first_difference(expected, got, "a [P, 4] tensor of xyxy boxes", "[P, 4]: one xyxy box per location")
+        if not isinstance(found, Difference):
+            return found
+        got, (p, _) = found
         x, y = points[p].tolist()
         message = (f"location ({x:g}, {y:g}) with (l, t, r, b) = {numbers(ltrb[p])} gives the box (x - l, y - t, x + r, "
                    f"y + b) = {numbers(expected[p])}; yours is {numbers(got[p])}.")
         x_, y_ = points[:, 0], points[:, 1]
         l_, t_, r_, b_ = ltrb.unbind(-1)
-        message += diagnose(got.float(), {
+        message += diagnose(got, {
             "Your signs are flipped: the left side is at x - l (left of the location), the right side at x + r.":
                 torch.stack([x_ + l_, y_ + t_, x_ - r_, y_ - b_], -1),
             "Your box is (x - l, x + r, y - t, y + b): xyxy is (x0, y0, x1, y1).": torch.stack([x_ - l_, x_ + r_, y_ - t_, y_ + b_], -1),
@@ -112,21 +106,16 @@ def check_ranking_scores(function: Callable, real: Sequence[Scene] = ()) -> Chec
 
     def compare(case: Case, expected: Tensor, got: object) -> Failure | None:
         cls_logits, ctr_logits = case.args
-        got = as_tensor(got, "a [P, C] tensor of scores")
-        if isinstance(got, Failure):
-            return got
-        failure = shape_failure(expected, got, "[P, C]: one score per location and class")
-        if failure:
-            return failure
-        first = mismatch(expected, got.float(), atol=1e-5, rtol=1e-4)
-        if first is None:
-            return None
-        p, c = first
+        found = first_difference(expected, got, "a [P, C] tensor of scores", "[P, C]: one score per location and class",
+                                 atol=1e-5, rtol=1e-4)
+        if not isinstance(found, Difference):
+            return found
+        got, (p, c) = found
         cls_p, ctr_p = float(cls_logits[p, c].sigmoid()), float(ctr_logits[p].sigmoid())
         message = (f"location {p}, class {c}: classification logit {number(cls_logits[p, c])} -> p = {number(cls_p)}, "
                    f"center-ness logit {number(ctr_logits[p])} -> {number(ctr_p)}; the score is {number(cls_p)} x "
                    f"{number(ctr_p)} = {number(expected[p, c])}; yours is {number(got[p, c])}.")
-        message += diagnose(got.float(), {
+        message += diagnose(got, {
             "The center-ness is a logit too: apply the sigmoid before multiplying.": cls_logits.sigmoid() * ctr_logits[:, None],
             "You multiplied the logits: multiply the probabilities (sigmoids).": cls_logits * ctr_logits[:, None],
             "That is the square root of the product, what the official code reports; the paper ranks by the product.":

@@ -18,14 +18,15 @@ from fcos_lab.workshop import solutions
 from fcos_lab.workshop.checking import (
     Case,
     CheckResult,
+    Difference,
     Failure,
     as_tensor,
     diagnose,
+    first_difference,
     mismatch,
     number,
     numbers,
     run_check,
-    shape_failure,
 )
 from fcos_lab.workshop.checks_assignment import reference_masks
 from fcos_lab.workshop.scenes import Scene
@@ -44,18 +45,12 @@ def positive_ltrb(scenes: Sequence[Scene]) -> list[tuple[str, Tensor]]:
     return out
 
 
-def _elementwise_failure(case: Case, expected: Tensor, got: object, what: str, explain: Callable[[tuple], str],
+def _elementwise_failure(case: Case, expected: Tensor, got: object, what: str, explain: Callable[[Tensor, tuple], str],
                          mistakes: Callable[[], dict[str, Tensor]]) -> Failure | None:
-    got = as_tensor(got, what)
-    if isinstance(got, Failure):
-        return got
-    failure = shape_failure(expected, got, f"{what}: the input's shape without its last axis")
-    if failure:
-        return failure
-    first = mismatch(expected, got.float(), atol=1e-4, rtol=1e-3)
-    if first is None:
-        return None
-    return Failure(explain(first) + diagnose(got.float(), mistakes(), atol=1e-4, rtol=1e-3))
+    found = first_difference(expected, got, what, f"{what}: the input's shape without its last axis", rtol=1e-3)
+    if not isinstance(found, Difference):
+        return found
+    return Failure(explain(found.got, found.index) + diagnose(found.got, mistakes(), atol=1e-4, rtol=1e-3))
 
 
 # ------------------------------------------------------------------------ 3.1 center-ness
@@ -84,10 +79,10 @@ def check_centerness_target(function: Callable, real: Sequence[Scene] = ()) -> C
     def compare(case: Case, expected: Tensor, got: object) -> Failure | None:
         (ltrb,) = case.args
 
-        def explain(index: tuple) -> str:
+        def explain(got: Tensor, index: tuple) -> str:
             l, t, r, b = ltrb[index].tolist()
             horizontal, vertical = min(l, r) / max(l, r), min(t, b) / max(t, b)
-            value = as_tensor(got, "")[index]
+            value = got[index]
             return (f"for (l*, t*, r*, b*) = {numbers(ltrb[index])}: sqrt(min(l*, r*)/max(l*, r*) x min(t*, b*)/max(t*, b*))"
                     f" = sqrt({number(horizontal)} x {number(vertical)}) = {number(math.sqrt(horizontal * vertical))}; "
                     f"yours is {number(float(value))}.")
@@ -147,8 +142,8 @@ def _box_loss_compare(kind: str) -> Callable[[Case, Tensor, object], Failure | N
         a = _areas(pred, target)
         iou = a["inter"] / a["union"]
 
-        def explain(index: tuple) -> str:
-            value = float(as_tensor(got, "")[index])
+        def explain(got: Tensor, index: tuple) -> str:
+            value = float(got[index])
             text = (f"for pred (l, t, r, b) = {numbers(pred[index])} and target {numbers(target[index])}: areas "
                     f"{number(a['pred'][index])} and {number(a['target'][index])}, intersection {number(a['inter'][index])}, "
                     f"union {number(a['union'][index])}, IoU {number(iou[index])}")

@@ -19,7 +19,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -164,7 +163,3 @@ def jittered_copies(generator: torch.Generator, boxes: Tensor, copies: int = 3, 
     moved[:, 2:] = torch.maximum(moved[:, 2:], moved[:, :2] + 1)
     return moved
 
-
-def scene_arrays(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
-    """``(points [P, 2], boxes [M, 4])`` as numpy arrays, for figures."""
-    return scene.locations.points.numpy(), scene.boxes.numpy()

@@ -142,3 +142,55 @@ def test_with_solutions_the_notebook_runs_to_the_end(name, workshop_folder, tmp_
         assert any("oracle" in t and "learned center-ness" in t for t in tables), "Table 4 at test time"
     if name.startswith("06"):
         assert "TIDE counts" in text and ("saved view" in text or "FiftyOne" in text)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_an_exported_html_page_draws_the_views_first_state(workshop_folder, tmp_path, monkeypatch):
+    """nbconvert's HTML of a run notebook, opened in headless Chromium without a kernel, draws every figure
+    (the views' first state included): plotly.js is embedded once, offline."""
+    from nbconvert import HTMLExporter
+    from playwright.sync_api import sync_playwright
+
+    from tests.app.test_browser import CHROMIUM_ARGS, chromium_executable
+
+    executable = chromium_executable()  # skips (or fails under CI=true) without the browser
+    name = "02-assignment"
+    _run(name, workshop_folder, tmp_path / f"{name}.ipynb", monkeypatch, solutions=True)
+    html, _ = HTMLExporter().from_filename(str(tmp_path / f"{name}.ipynb"))
+    page_file = tmp_path / f"{name}.html"
+    page_file.write_text(html)
+    assert html.count("window.Plotly = Plotly") == 1  # the library, embedded once
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.route("http*://**", lambda route: route.abort())  # offline: nothing may come from the network
+        page.goto(page_file.as_uri())
+        page.wait_for_function("document.querySelectorAll('.plotly-graph-div .main-svg').length >= 4", timeout=60_000)
+        titles = page.locator(".plotly-graph-div .gtitle").all_text_contents()
+        browser.close()
+    assert any(t.startswith("all levels:") for t in titles), titles
+    assert any(t.startswith("Center-ness targets") for t in titles), titles
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_moving_a_control_redraws_the_saved_output_in_place(workshop_folder, monkeypatch):
+    """In a kernel, a control's change replaces the view's display outputs (update_display_data), so the
+    notebook keeps showing, and saving, the current state rather than piling up figures."""
+    from nbclient import NotebookClient
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    nb = new_notebook(cells=[
+        new_code_cell(f"from fcos_lab.workshop.session import Workshop\nws = Workshop({str(workshop_folder)!r})"),
+        new_code_cell("view = ws.assignment_view()"),
+        new_code_cell('view.level.value = "P3"\nview.radius.value = 0.5'),
+    ])
+    NotebookClient(nb, kernel_name="python3", timeout=240, resources={"metadata": {"path": str(workshop_folder)}}).execute()
+    figures = [o for o in nb.cells[1].outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert len(figures) == 2 and not nb.cells[2].outputs
+    assignment = figures[0]["data"]["application/vnd.plotly.v1+json"]
+    assert assignment["layout"]["title"]["text"].startswith("P3 (stride 8)")
+    centerness = figures[1]["data"]["application/vnd.plotly.v1+json"]
+    assert len(centerness["data"]) == 2  # one level: the image and its heatmap

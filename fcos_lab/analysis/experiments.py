@@ -168,19 +168,27 @@ def select_rows(rows: Sequence[PaperRow], labels: Sequence[str] | None = None) -
     return [known[label] for label in labels]
 
 
-def centerness_at_test_time(row: PaperRow) -> PaperRow:
-    """Table 4's ``row`` as a test-time variant of the learned model: same label and paper values.
+def model_row(settings: ScaleSettings) -> PaperRow:
+    """The row whose training is "the trained FCOS" at ``settings`` (Table 4's learned row unless the scale
+    names another in ``test_time_model``): Table 2's detection share and Figures 7-8 are made with it."""
+    if not settings.test_time_model:
+        return paper.TABLE_4[2]
+    table, label = settings.test_time_model
+    return select_rows(paper.TABLES[table], [label])[0]
 
-    The row is trained as Table 4's learned row and evaluated with its ``postprocess.centerness_mode``, so
-    the four variants need one training (or none, from given weights).
+
+def centerness_at_test_time(row: PaperRow, model: PaperRow = paper.TABLE_4[2]) -> PaperRow:
+    """Table 4's ``row`` as a test-time variant of ``model``'s training: same label and paper values.
+
+    The row is trained as ``model`` (default: Table 4's learned row) and evaluated with its own
+    ``postprocess.centerness_mode``, so the four variants need one training (or none, from given weights).
     """
     # Deviation from paper: Table 4's "None" and "center-ness†" models are trained without the branch;
-    # here they are the learned model with its branch ignored at test time (the comparison the workshop
+    # here they are a model with a learned branch, ignored at test time (the comparison the workshop
     # scale and given weights can afford).
     modes = [o.split("=", 1)[1] for o in (*row.overrides, *row.eval_overrides) if o.startswith("postprocess.centerness_mode=")]
-    learned = paper.TABLE_4[2]
-    note = f"{row.note + '; ' if row.note else ''}evaluated at test time on the learned model"
-    return replace(row, preset=learned.preset, overrides=learned.overrides,
+    note = f"{row.note + '; ' if row.note else ''}evaluated at test time on the model of {model.table} {model.row!r}"
+    return replace(row, preset=model.preset, overrides=model.overrides,
                    eval_overrides=(f"postprocess.centerness_mode={modes[-1] if modes else 'learned'}",), note=note)
 
 
@@ -189,10 +197,11 @@ def rows_at_scale(rows: Sequence[PaperRow], settings: ScaleSettings,
     """The rows to train at ``settings`` and the rows it leaves out (``settings.trained_rows``).
 
     ``labels`` (a notebook's ``rows`` parameter) picks rows explicitly and overrides the scale's choice.
-    With ``settings.centerness_at_test_time``, Table 4's rows become :func:`centerness_at_test_time` variants.
+    With ``settings.test_time_model``, Table 4's rows become :func:`centerness_at_test_time` variants of
+    :func:`model_row`.
     """
-    if settings.centerness_at_test_time:
-        rows = [centerness_at_test_time(row) if row.table == "Table 4" else row for row in rows]
+    if settings.test_time_model:
+        rows = [centerness_at_test_time(row, model_row(settings)) if row.table == "Table 4" else row for row in rows]
     if labels is not None:
         return select_rows(rows, labels), []
     trained = [row for row in rows if settings.trains(row.table, row.row)]

@@ -8,7 +8,8 @@ The resized size is an integer computation, :func:`resized_size`, with two rules
 
 - ``"official"``: the authors' ``Resize.get_size`` (FCOS / maskrcnn-benchmark). The shorter side is
   exactly ``min_size`` and the longer ``int(min_size * long / short)``; when that would pass
-  ``max_size``, the shorter side becomes ``round(max_size * short / long)`` first.
+  ``max_size``, the shorter side becomes ``round(max_size * short / long)`` first, and rounding up can
+  leave the longer side one pixel over the limit (189 x 640 becomes 394 x 1334), as in the authors' code.
 - ``"torchvision"``: ``GeneralizedRCNNTransform``'s ``floor(side * scale)`` with
   ``scale = min(min_size / short, max_size / long)`` in double precision, as its eager code computes it.
   ``short * (800 / short)`` can round below 800, so the shorter side sometimes comes out at 799: the

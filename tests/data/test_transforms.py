@@ -185,8 +185,9 @@ def test_check_image_and_boxes():
 
 
 def test_official_rule_gives_the_paper_sizes_on_every_val2017_image():
-    # Section 4: shorter side 800, longer side <= 1333. The authors' rule gives exactly that on every image
-    # of val2017 (where the longer side would pass 1333, the shorter is round(1333 * short / long)).
+    # Section 4: shorter side 800, longer side <= 1333. The authors' rule gives exactly that on val2017, except
+    # that where the longer side would pass 1333 the shorter becomes round(1333 * short / long), and rounding
+    # up can put the longer side one pixel over: 189 x 640 -> round(393.66) = 394, int(394 * 640 / 189) = 1334.
     import json
 
     from tests.conftest import require_shared
@@ -198,9 +199,10 @@ def test_official_rule_gives_the_paper_sizes_on_every_val2017_image():
         new_h, new_w = resized_size(height, width, 800, 1333, "official")
         short, long = min(height, width), max(height, width)
         if long / short * 800 > 1333:
-            assert min(new_h, new_w) == round(1333 * short / long) and max(new_h, new_w) <= 1333, image
+            assert min(new_h, new_w) == round(1333 * short / long) and max(new_h, new_w) <= 1334, image
         else:
             assert min(new_h, new_w) == 800 and max(new_h, new_w) <= 1333, image
+    assert resized_size(189, 640, 800, 1333, "official") == (394, 1334)
     differ = sum(resized_size(i["height"], i["width"], 800, 1333, "official")
                  != resized_size(i["height"], i["width"], 800, 1333, "torchvision") for i in images)
     assert differ == 344  # the images on which torchvision's floor(side * scale) differs (module docstring)

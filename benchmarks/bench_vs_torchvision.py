@@ -84,7 +84,7 @@ def same_detections(expected: dict, got, score_tol: float = 1e-5, box_tol: float
     """
     if len(expected["scores"]) != len(got.scores):
         return False
-    unused = torch.ones(len(got.scores), dtype=torch.bool)
+    unused = torch.ones(len(got.scores), dtype=torch.bool, device=got.scores.device)
     for score, label, box in zip(expected["scores"], expected["labels"], expected["boxes"]):
         match = (unused & ((got.scores - score).abs() <= score_tol) & (got.labels == label)
                  & ((got.boxes - box).abs() <= box_tol).all(dim=1)).nonzero()
@@ -113,22 +113,30 @@ def training_steps(tv: nn.Module, ours: nn.Module, config, images: list[torch.Te
         loss.backward()
         tv_opt.step()
 
-    def our_step(step_precision: Precision) -> None:
-        ours.train()
-        b = preprocess(images, config.input.min_size, config.input.max_size)
-        boxes = [resize_boxes(t["boxes"], o, s) for t, o, s in zip(targets, b.original_sizes, b.image_sizes)]
-        g = pad_ground_truth(boxes, [t["labels"] for t in targets])
-        with step_precision.autocast():
-            output = ours(b.tensors)
-        loss = compute_loss(output, g, config)["loss"]
-        our_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        our_opt.step()
-
-    steps = {"tv_fp32": functools.partial(tv_step, fp32), "ours": functools.partial(our_step, precision)}
+    steps = {"tv_fp32": functools.partial(tv_step, fp32),
+             "ours": functools.partial(fcos_lab_step, ours, config, images, targets, precision, our_opt)}
     if precision.enabled:
-        steps |= {"tv_amp": functools.partial(tv_step, precision), "ours_fp32": functools.partial(our_step, fp32)}
+        steps |= {"tv_amp": functools.partial(tv_step, precision),
+                  "ours_fp32": functools.partial(fcos_lab_step, ours, config, images, targets, fp32, our_opt)}
     return steps
+
+
+def fcos_lab_step(model: nn.Module, config, images: list[torch.Tensor], targets: list[dict], precision: Precision,
+                  optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """One training step of fcos_lab on raw images ``[3, H, W]`` and targets (``boxes`` ``[M, 4]`` xyxy in the
+    images' pixels, ``labels`` ``[M]``): preprocess, forward under ``precision``'s autocast, loss, backward,
+    optimizer step. Returns the losses of the step (``loss``, ``loss_cls``, ``loss_box``, ``loss_centerness``)."""
+    model.train()
+    b = preprocess(images, config.input.min_size, config.input.max_size)
+    boxes = [resize_boxes(t["boxes"], o, s) for t, o, s in zip(targets, b.original_sizes, b.image_sizes)]
+    g = pad_ground_truth(boxes, [t["labels"] for t in targets])
+    with precision.autocast():
+        output = model(b.tensors)
+    losses = compute_loss(output, g, config)
+    optimizer.zero_grad(set_to_none=True)
+    losses["loss"].backward()
+    optimizer.step()
+    return losses
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -1,8 +1,8 @@
 """Rows of a timed comparison and the files they go to: ``results.md`` and ``results.json``.
 
-Used by :mod:`benchmarks.bench_vs_torchvision` and :mod:`benchmarks.profile_train_step`. A row holds the
-seconds of every round for both libraries; its speed-up is the ratio of the medians, and the lowest and
-highest ratio within one round show how steady the machine was.
+Used by :mod:`benchmarks.bench_vs_torchvision`, :mod:`benchmarks.profile_train_step` and
+:mod:`benchmarks.gpu_check`. A row holds the seconds of every round for both libraries; its speed-up is the
+ratio of the medians, and the lowest and highest ratio within one round show how steady the machine was.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import json
 import statistics
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,15 +101,43 @@ def run_record(device: torch.device, command: str, size: tuple[int, int], reps: 
         "checks": checks,
     }
     if device.type == "cuda":
-        record["gpu"] = torch.cuda.get_device_name(0)
+        record |= gpu_record(device)
     return record
+
+
+def gpu_record(device: torch.device) -> dict[str, Any]:
+    """The GPU and its software: name, compute capability, memory, driver, CUDA and cuDNN versions, and the
+    settings that change fp32 speed (TF32 in matrix products and convolutions, cuDNN's autotuner)."""
+    properties = torch.cuda.get_device_properties(device)
+    return {
+        "gpu": properties.name,
+        "gpu_capability": f"{properties.major}.{properties.minor}",
+        "gpu_memory_gib": round(properties.total_memory / 2**30, 1),
+        "gpu_driver": nvidia_driver_version(),
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+        "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+    }
+
+
+def nvidia_driver_version() -> str | None:
+    """The NVIDIA driver's version from ``nvidia-smi``, or None where it cannot be run."""
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=20, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip().splitlines()[0] if done.stdout.strip() else None
 
 
 def write_section(section: str, variant: str, path: Path = RESULTS) -> None:
     """Replace (or append) the section of this device and flag combination in ``results.md``."""
     start, end = f"<!-- device:{variant} -->", f"<!-- /device:{variant} -->\n"
     text = path.read_text() if path.exists() else (
-        "# fcos_lab vs torchvision FCOS\n\nProduced by `benchmarks/bench_vs_torchvision.py`; do not edit by hand.\n\n")
+        "# fcos_lab vs torchvision FCOS\n\nProduced by `benchmarks/bench_vs_torchvision.py` and `benchmarks/gpu_check.py`; "
+        "do not edit by hand.\n\n")
     if start in text:
         before, rest = text.split(start, 1)
         after = rest.split(end, 1)[1] if end in rest else ""
@@ -121,7 +150,8 @@ def write_section(section: str, variant: str, path: Path = RESULTS) -> None:
 def write_json_section(variant: str, record: dict[str, Any], path: Path = RESULTS_JSON) -> None:
     """Replace (or add) the section of this run in ``results.json``."""
     data = json.loads(path.read_text()) if path.exists() else {
-        "about": "Produced by benchmarks/bench_vs_torchvision.py and benchmarks/profile_train_step.py; speedup = "
+        "about": "Produced by benchmarks/bench_vs_torchvision.py, benchmarks/profile_train_step.py and "
+                 "benchmarks/gpu_check.py; speedup = "
                  "torchvision median / fcos_lab median; min and max = the lowest and highest ratio within one round.",
         "sections": {}}
     data["sections"][variant] = record

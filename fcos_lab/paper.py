@@ -161,3 +161,31 @@ def table_values(rows: tuple[PaperRow, ...]) -> dict[str, float]:
 
 # Tables 1 and 2 by the keys of ``fcos-lab stats`` (fcos_bpr_fpn, ambiguous_p4, ...), in percent.
 STATISTICS_VALUES: dict[str, float] = table_values(TABLE_1 + TABLE_2)
+
+# The row each row is compared with in the paper's text: Tables 3, 5 and 8 add one change per row
+# (each against the row above), Tables 4 and 6 against their first row (no center-ness, the RPN), and
+# Tables 1, 2 and 7 pair the rows they discuss (FPN against P4 only, FCOS against RetinaNet w/ GN).
+_AGAINST_PREVIOUS = ("Table 3", "Table 5", "Table 8")
+_AGAINST_FIRST = ("Table 4", "Table 6")
+_PAIRS = {
+    ("Table 1", "FCOS w/ FPN"): "FCOS w/o FPN (P4 only)",
+    ("Table 1", "RetinaNet w/ FPN, low-quality matches: >= 0.4"): "RetinaNet w/ FPN, low-quality matches: none",
+    ("Table 1", "RetinaNet w/ FPN, low-quality matches: all"): "RetinaNet w/ FPN, low-quality matches: >= 0.4",
+    ("Table 2", "w/ FPN"): "w/o FPN (P4 only)",
+    ("Table 7", "RetinaNet w/ GN"): "Original RetinaNet",
+    ("Table 7", "FCOS"): "RetinaNet w/ GN",
+}
+
+
+def reference_row(row: PaperRow) -> str:
+    """The label of the row ``row`` is compared with in the paper ("" for a table's baseline)."""
+    rows = TABLES.get(row.table, ())
+    labels = [r.row for r in rows]
+    if row.row not in labels:
+        return ""
+    index = labels.index(row.row)
+    if row.table in _AGAINST_PREVIOUS:
+        return labels[index - 1] if index else ""
+    if row.table in _AGAINST_FIRST:
+        return labels[0] if index else ""
+    return _PAIRS.get((row.table, row.row), "")

@@ -2,7 +2,8 @@
 
 The report tests use fixture results (no notebook runs). The failure test runs three tiny fixture
 notebooks with a real kernel: one raises, and the pipeline still runs the next one, keeps the failed
-one's executed copy with its error, reports the others' numbers and exits non-zero.
+one's executed copy with its error, reports the others' numbers and exits non-zero. The weights test
+runs notebook 04 from imported random torchvision weights and checks the report names them.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from fcos_lab.analysis.report import Results, load_results, reproduction_report
+from fcos_lab.analysis.report import SAME, Results, load_results, reproduction_report
 from pipelines import reproduce
+from tests.torchvision_weights import SMALL_INPUT, imported_torchvision_fcos
 
 HARDWARE = {"machine": "x86_64", "cpus": 2, "torch": "2.x", "cuda": False}
 
@@ -23,8 +25,9 @@ HARDWARE = {"machine": "x86_64", "cpus": 2, "torch": "2.x", "cuda": False}
 def _results(notebook: str, scale: str = "smoke", complete: bool = True) -> Results:
     results = Results(notebook=notebook, scale=scale, hardware=dict(HARDWARE), parameters={"scale": scale})
     if notebook.startswith("01"):
-        results.add("Table 1", "FCOS w/ FPN", "BPR", 98.41, 98.40, note="full val2017")
-        results.add("Table 1", "FCOS w/o FPN (P4 only)", "BPR", 95.53, 95.55)
+        results.add("Table 1", "FCOS w/ FPN", "BPR", 98.41, 98.40, note="full val2017", spread=0.0,
+                    reference="FCOS w/o FPN (P4 only)")
+        results.add("Table 1", "FCOS w/o FPN (P4 only)", "BPR", 95.53, 95.55, spread=0.0)
     else:
         results.add("Table 3", "RetinaNet, C5, no GN, nms .50", "AP", 0.5, 35.9)
         results.add("Table 3", "+ GIoU", "AP", None, 38.3)
@@ -43,10 +46,13 @@ def test_report_has_every_table_with_paper_measured_difference_scale_and_hardwar
     loaded = [load_results(tmp_path / n / "results.json") for n in ("01-best-possible-recall", "03-fcos-vs-retinanet")]
     markdown, page = reproduction_report(loaded)
     assert markdown.index("## Table 1") < markdown.index("## Table 3") < markdown.index("## Figure 7")
-    assert "| FCOS w/ FPN | BPR | 98.40 | 98.41 | +0.01 | smoke | 2-core CPU (x86_64) |" in markdown
-    assert "| FCOS w/o FPN (P4 only) | BPR | 95.55 | 95.53 | -0.02 | smoke |" in markdown
-    assert "| + GIoU | AP | 38.30 | — | — | smoke |" in markdown  # not measured: shown, never invented
-    assert "| rank correlation, w/ center-ness | spearman | — | 0.25 | — | smoke |" in markdown
+    # Paper 98.40 - 95.55 = +2.85; measured 98.41 - 95.53 = +2.88; statistics have no spread: same direction.
+    assert ("| FCOS w/ FPN | BPR | 98.40 | 98.41 | +0.01 | vs FCOS w/o FPN (P4 only): +2.85 / +2.88 ± 0.00 | "
+            f"{SAME} | smoke | 2-core CPU (x86_64) |") in markdown
+    assert "| FCOS w/o FPN (P4 only) | BPR | 95.55 | 95.53 | -0.02 | — | — | smoke |" in markdown
+    assert "| + GIoU | AP | 38.30 | — | — | — | — | smoke |" in markdown  # not measured: shown, never invented
+    assert "| rank correlation, w/ center-ness | spearman | — | 0.25 | — | — | — | smoke |" in markdown
+    assert "| verdict |" in markdown and "<th>verdict</th>" in page
     assert "<h2>Table 3</h2>" in page and "35.90" in page
     assert "| 01-best-possible-recall | smoke | 2-core CPU (x86_64) |" in markdown
 
@@ -70,6 +76,19 @@ def test_results_of_another_scale_or_incomplete_are_not_complete(tmp_path):
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "results.json").write_text("{not json")
     assert not reproduce.is_complete(tmp_path / "c", "smoke")
+
+
+def test_weights_go_to_the_evaluation_only_notebooks_and_trainings_are_shared(tmp_path):
+    args = dict(work_dir=tmp_path / "shared", weights="/w/run", val_max_images=3, overrides=["input.min_size=320"])
+    for name in reproduce.NOTEBOOKS:
+        params = reproduce.parameters_for(name, "smoke", tmp_path / name, "cpu", None, **args)
+        assert ("weights" in params) == (name in reproduce.WEIGHTS_NOTEBOOKS)
+        assert ("val_max_images" in params) == (name in reproduce.WEIGHTS_NOTEBOOKS and name != "10-qualitative")
+        if name != "01-best-possible-recall":  # statistics only: no model, nothing to share
+            assert params["work_dir"] == str(tmp_path / "shared") and params["overrides"] == ["input.min_size=320"]
+    _results("02-ambiguous-samples").save(tmp_path / "02-ambiguous-samples")
+    assert reproduce.is_complete(tmp_path / "02-ambiguous-samples", "smoke")
+    assert not reproduce.is_complete(tmp_path / "02-ambiguous-samples", "smoke", weights="/w/run")  # not these weights
 
 
 def test_unknown_notebook_is_a_usage_error(tmp_path, capsys):
@@ -130,3 +149,20 @@ def test_a_failing_notebook_makes_the_pipeline_exit_non_zero_after_running_the_o
     # A second run skips the complete notebooks and retries only the failed one.
     assert reproduce.run("smoke", out, notebook_dir=notebooks) == 1
     assert capsys.readouterr().out.count("[skip]") == 2
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+@pytest.mark.timeout(600)
+def test_pipeline_with_weights_names_them_in_the_report(tmp_path, shared_coco):
+    folder = imported_torchvision_fcos(tmp_path / "weights")
+    sha256 = json.loads((folder / "imported.json").read_text())["sha256"]
+    out = tmp_path / "out"
+    assert reproduce.main(["--scale", "smoke", "--only", "04", "--out", str(out), "--device", "cpu",
+                           "--weights", str(folder), "--val-max-images", "2", *SMALL_INPUT]) == 0
+    markdown = (out / "reproduction.md").read_text()
+    assert "**Rows measured with given weights**" in markdown
+    assert (f"- fcos_resnet50_fpn_random.pth (sha256 {sha256}, imported from torchvision): Table 4: None, "
+            "center-ness† (from the predicted box), center-ness (learned branch)") in markdown
+    assert "| center-ness (learned branch) | AP | 37.10 |" in markdown and "| smoke, given weights |" in markdown
+    assert not (out / "shared" / "runs").exists()  # nothing trained

@@ -1,9 +1,11 @@
 """Training, evaluating and recording the paper's rows: what the notebooks in ``notebooks/`` call (Section 4).
 
 A row of :mod:`fcos_lab.paper` (Tables 3-8) is trained at a scale (:mod:`fcos_lab.analysis.scales`),
-evaluated with COCO's protocol (:mod:`fcos_lab.evaluate`) and recorded beside the paper's value in a
-:class:`~fcos_lab.analysis.report.Results`; Tables 1 and 2 record statistics instead of trained rows.
-The notebook plumbing at the end creates, fills and saves a notebook's ``results.json``.
+once per seed, evaluated with COCO's protocol (:mod:`fcos_lab.evaluate`) and recorded beside the paper's
+value in a :class:`~fcos_lab.analysis.report.Results` (the mean and spread over seeds, and the row the
+paper compares it with); Tables 1 and 2 record statistics instead of trained rows. Rows evaluated from
+given weights instead of trained are :mod:`fcos_lab.analysis.from_weights`. The notebook plumbing at the
+end creates, fills and saves a notebook's ``results.json``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from fcos_lab import paper
 from fcos_lab.analysis.report import Results
 from fcos_lab.analysis.scales import SCALE_NOTES, ScaleSettings, scale_settings
 from fcos_lab.config import Config
@@ -64,7 +67,7 @@ def training_key(config: Config) -> str:
 def evaluate_checkpoint(checkpoint: str | Path, postprocess_from: Config | None = None, *, device: str = "auto",
                         class_agnostic: bool = False, max_dets: tuple[int, ...] = (1, 10, 100),
                         detections_path: str | Path | None = None, batch_size: int = 8,
-                        data_from: ScaleSettings | None = None) -> dict[str, Any]:
+                        data_from: ScaleSettings | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Predict on the checkpoint's validation set and score it with COCO's protocol.
 
     Args:
@@ -75,6 +78,7 @@ def evaluate_checkpoint(checkpoint: str | Path, postprocess_from: Config | None 
         detections_path: where to save the detections (COCO results with level, location, scores).
         data_from: evaluate on these settings' validation data instead of the data the checkpoint
             names (a checkpoint trained elsewhere); the model's input sizes are kept.
+        overrides: dotted overrides on the checkpoint's config (``input.min_size=320``, ...).
 
     Returns:
         ``metrics`` (fractions), ``result`` (the :class:`~fcos_lab.evaluate.EvalResult`), ``detections``
@@ -87,7 +91,7 @@ def evaluate_checkpoint(checkpoint: str | Path, postprocess_from: Config | None 
     from fcos_lab.runs import load_detector
 
     started = time.perf_counter()
-    loaded = load_detector(checkpoint, device=device)
+    loaded = load_detector(checkpoint, overrides=list(overrides), device=device)
     config = loaded.config
     if postprocess_from is not None:
         config = replace(config, postprocess=postprocess_from.postprocess)
@@ -106,17 +110,17 @@ def evaluate_checkpoint(checkpoint: str | Path, postprocess_from: Config | None 
 
 def run_row(row: PaperRow, scale: str | ScaleSettings, out_dir: str | Path, device: str = "auto",
             data_root: str | Path | None = None, seed: int = 0, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Train ``row`` at ``scale`` (or reuse an identical training in ``out_dir/runs``) and evaluate it.
+    """Train ``row`` at ``scale`` (or reuse an identical training in the scale's ``trainings_dir``) and evaluate it.
 
     Rows that differ only at test time (Table 4's center-ness variants, Table 3's NMS thresholds) share
-    one training: runs are keyed by :func:`training_key`.
+    one training, and so do notebooks given the same ``work_dir``: runs are keyed by :func:`training_key`.
 
     Returns:
         A dict: ``table``, ``row``, ``preset``, ``metrics`` (fractions; the keys of
         :data:`TABLE_METRICS` and more), ``curves`` (IoU -> (recall, precision), class-agnostic tables
         only), ``checkpoint``, ``detections`` (records), ``detections_path``, ``config`` (predicted
         with), ``val_ann``, ``val_images``, ``reused_training``, ``train_seconds``, ``eval_seconds``,
-        ``note``.
+        ``load_overrides`` (none: the checkpoint holds its config) and ``note``.
     """
     from fcos_lab.evaluate import precision_recall_curves
     from fcos_lab.train import train
@@ -125,7 +129,7 @@ def run_row(row: PaperRow, scale: str | ScaleSettings, out_dir: str | Path, devi
     settings.check_training_data()
     config = row_config(row, settings, overrides, seed)
     eval_config = resolve(config, list(row.eval_overrides))
-    run_dir = Path(out_dir) / "runs" / training_key(config)
+    run_dir = Path(settings.trainings_dir) / training_key(config)
     checkpoint = run_dir / "model_final.pt"
     reused = checkpoint.is_file()
     train_seconds = 0.0
@@ -147,8 +151,9 @@ def run_row(row: PaperRow, scale: str | ScaleSettings, out_dir: str | Path, devi
         "checkpoint": str(checkpoint), "detections": scored["detections"], "detections_path": str(detections_path),
         "config": scored["config"], "val_ann": scored["val_ann"], "val_images": scored["val_images"],
         "reused_training": reused, "train_seconds": round(train_seconds, 2), "eval_seconds": round(scored["seconds"], 2),
+        "load_overrides": [],
         "note": (f"{settings.describe()}; trained {row.preset} as {trained_as.model.backbone} for "
-                 f"{trained_as.train.max_iters} iterations{extra}"),
+                 f"{trained_as.train.max_iters} iterations, seed {seed}{extra}"),
     }
 
 
@@ -163,21 +168,44 @@ def select_rows(rows: Sequence[PaperRow], labels: Sequence[str] | None = None) -
     return [known[label] for label in labels]
 
 
-def trained_detections(row: PaperRow, settings: ScaleSettings, out_dir: str | Path, *, checkpoint: str | Path | None = None,
-                       device: str = "auto", seed: int = 0, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Detections of a trained model on the scale's validation set: ``checkpoint``'s, or ``row`` trained now.
+def model_row(settings: ScaleSettings) -> PaperRow:
+    """The row whose training is "the trained FCOS" at ``settings`` (Table 4's learned row unless the scale
+    names another in ``test_time_model``): Table 2's detection share and Figures 7-8 are made with it."""
+    if not settings.test_time_model:
+        return paper.TABLE_4[2]
+    table, label = settings.test_time_model
+    return select_rows(paper.TABLES[table], [label])[0]
 
-    Returns:
-        The dict of :func:`run_row` (``detections``, ``config``, ``checkpoint``, ``metrics``, ``val_ann``,
-        ``val_images``, ``note``, ...).
+
+def centerness_at_test_time(row: PaperRow, model: PaperRow = paper.TABLE_4[2]) -> PaperRow:
+    """Table 4's ``row`` as a test-time variant of ``model``'s training: same label and paper values.
+
+    The row is trained as ``model`` (default: Table 4's learned row) and evaluated with its own
+    ``postprocess.centerness_mode``, so the four variants need one training (or none, from given weights).
     """
-    if checkpoint is None:
-        return run_row(row, settings, out_dir, device=device, seed=seed, overrides=overrides)
-    scored = evaluate_checkpoint(checkpoint, device=device, data_from=settings,
-                                 detections_path=Path(out_dir) / "detections_checkpoint.json")
-    return {**scored, "table": row.table, "row": row.row, "preset": scored["config"].name, "checkpoint": str(checkpoint),
-            "reused_training": True, "train_seconds": 0.0, "eval_seconds": round(scored["seconds"], 2),
-            "note": f"{settings.describe()}; checkpoint {Path(checkpoint).name} ({scored['config'].name})"}
+    # Deviation from paper: Table 4's "None" and "center-ness†" models are trained without the branch;
+    # here they are a model with a learned branch, ignored at test time (the comparison the workshop
+    # scale and given weights can afford).
+    modes = [o.split("=", 1)[1] for o in (*row.overrides, *row.eval_overrides) if o.startswith("postprocess.centerness_mode=")]
+    note = f"{row.note + '; ' if row.note else ''}evaluated at test time on the model of {model.table} {model.row!r}"
+    return replace(row, preset=model.preset, overrides=model.overrides,
+                   eval_overrides=(f"postprocess.centerness_mode={modes[-1] if modes else 'learned'}",), note=note)
+
+
+def rows_at_scale(rows: Sequence[PaperRow], settings: ScaleSettings,
+                  labels: Sequence[str] | None = None) -> tuple[list[PaperRow], list[PaperRow]]:
+    """The rows to train at ``settings`` and the rows it leaves out (``settings.trained_rows``).
+
+    ``labels`` (a notebook's ``rows`` parameter) picks rows explicitly and overrides the scale's choice.
+    With ``settings.test_time_model``, Table 4's rows become :func:`centerness_at_test_time` variants of
+    :func:`model_row`.
+    """
+    if settings.test_time_model:
+        rows = [centerness_at_test_time(row, model_row(settings)) if row.table == "Table 4" else row for row in rows]
+    if labels is not None:
+        return select_rows(rows, labels), []
+    trained = [row for row in rows if settings.trains(row.table, row.row)]
+    return trained, [row for row in rows if row not in trained]
 
 
 def _slim_checkpoint(checkpoint: Path) -> None:
@@ -193,26 +221,65 @@ def _slim_checkpoint(checkpoint: Path) -> None:
     checkpoint.with_suffix(".safetensors").unlink(missing_ok=True)
 
 
-def record_row(results: Results, row: PaperRow, outcome: dict[str, Any]) -> None:
-    """Add ``row``'s measured metrics (those its table reports) beside the paper's values to ``results``."""
+def record_row(results: Results, row: PaperRow, outcomes: dict[str, Any] | Sequence[dict[str, Any]], *,
+               deterministic: bool = False, weights: str = "") -> None:
+    """Add ``row``'s measured metrics (those its table reports) beside the paper's values to ``results``.
+
+    Args:
+        outcomes: one :func:`run_row` result, or one per seed (recorded as mean and spread).
+        deterministic: the numbers have no randomness (given weights evaluated): spread 0.
+        weights: the given weights the row was measured with ("" when trained here).
+    """
+    runs = [outcomes] if isinstance(outcomes, dict) else list(outcomes)
     keys = TABLE_METRICS.get(row.table, tuple(row.values))
-    measured = {k: outcome["metrics"][k] for k in keys if k in outcome["metrics"]}
-    results.add_metrics(row.table, row.row, measured, row.values, note=outcome["note"])
+    per_seed = [{k: run["metrics"][k] for k in keys if k in run["metrics"]} for run in runs]
+    note = runs[0]["note"] if len(runs) == 1 else f"{runs[0]['note']}; mean over {len(runs)} seeds"
+    if deterministic:
+        results.add_metrics(row.table, row.row, per_seed[0], row.values, note=note, deterministic=True,
+                            reference=paper.reference_row(row), weights=weights)
+    else:
+        results.add_metrics(row.table, row.row, {}, row.values, note=note, per_seed=per_seed,
+                            reference=paper.reference_row(row), weights=weights)
+
+
+def record_not_measured(results: Results, rows: Sequence[PaperRow], reason: str) -> None:
+    """Add ``rows`` with the paper's values and no measurement, saying why (shown, never invented)."""
+    for row in rows:
+        results.add_metrics(row.table, row.row, {}, row.values, note=reason, reference=paper.reference_row(row))
 
 
 def run_rows(rows: Sequence[PaperRow], settings: ScaleSettings, out_dir: str | Path, results: Results, *,
-             device: str = "auto", seed: int = 0, overrides: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """:func:`run_row` for each row, each recorded into ``results`` and saved (incomplete) as it finishes."""
+             labels: Sequence[str] | None = None, device: str = "auto", seed: int = 0, seeds: int | None = None,
+             overrides: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Train and evaluate the rows of a table at ``settings``, over several seeds, recording each into ``results``.
+
+    Args:
+        rows: a table of :mod:`fcos_lab.paper`; :func:`rows_at_scale` picks those trained (``labels``
+            overrides the scale's choice) and the others are recorded as not measured, with the reason.
+        seed, seeds: seeds ``seed .. seed + seeds - 1`` (``seeds`` None: ``settings.seeds``); each number is
+            recorded as their mean and spread. ``results`` is saved (incomplete) after each row.
+
+    Returns:
+        One :func:`run_row` result per trained row (its first seed's), with ``per_seed`` (each seed's metrics).
+    """
+    trained, untrained = rows_at_scale(rows, settings, labels)
+    record_not_measured(results, untrained, settings.untrained_note())
+    if untrained:
+        print(f"not trained at {settings.scale} scale: {[row.row for row in untrained]}")
+    count = seeds or settings.seeds
     outcomes = []
-    for index, row in enumerate(rows, start=1):
-        outcome = run_row(row, settings, out_dir, device=device, seed=seed, overrides=overrides)
-        record_row(results, row, outcome)
+    for index, row in enumerate(trained, start=1):
+        runs = [run_row(row, settings, out_dir, device=device, seed=seed + k, overrides=overrides) for k in range(count)]
+        record_row(results, row, runs)
         results.save(out_dir, complete=False)
-        shown = ", ".join(f"{k} {100 * outcome['metrics'][k]:.1f}" for k in TABLE_METRICS.get(row.table, ())[:3])
-        reuse = " (training reused)" if outcome["reused_training"] else ""
-        print(f"[{index}/{len(rows)}] {row.table} | {row.row}: {shown}; train {outcome['train_seconds']:.0f} s"
-              f"{reuse}, eval {outcome['eval_seconds']:.0f} s", flush=True)
-        outcomes.append(outcome)
+        recorded = {m.metric: m for m in results.measurements if m.table == row.table and m.row == row.row}
+        shown = ", ".join(f"{k} {recorded[k].measured:.1f}" + (f" ± {recorded[k].spread:.1f}" if recorded[k].spread else "")
+                          for k in TABLE_METRICS.get(row.table, ())[:3] if k in recorded and recorded[k].measured is not None)
+        reused = sum(run["reused_training"] for run in runs)
+        print(f"[{index}/{len(trained)}] {row.table} | {row.row}: {shown} ({count} seed(s)); train "
+              f"{sum(run['train_seconds'] for run in runs):.0f} s ({reused} reused), "
+              f"eval {sum(run['eval_seconds'] for run in runs):.0f} s", flush=True)
+        outcomes.append({**runs[0], "per_seed": [run["metrics"] for run in runs]})
     return outcomes
 
 
@@ -246,14 +313,16 @@ def record_statistics(results: Results, stats: dict[str, Any], rows: Sequence[Pa
         if not all(k in stats for k in keys) or row.preset:
             continue
         for metric, key in zip(row.values, keys):
-            results.add(row.table, row.row, metric, stats[key], row.values[metric], note=f"{note} ({key})")
+            # A statistic of the annotations has no randomness: spread 0, so its verdict stands alone.
+            results.add(row.table, row.row, metric, stats[key], row.values[metric], note=f"{note} ({key})",
+                        spread=0.0, reference=paper.reference_row(row))
 
 
-def record_detection_share(results: Results, row: PaperRow, share: dict[str, Any], note: str) -> None:
+def record_detection_share(results: Results, row: PaperRow, share: dict[str, Any], note: str, weights: str = "") -> None:
     """Record :func:`fcos_lab.analysis.qualitative.detections_from_ambiguous_locations` as Table 2's text row (2.3 % / 1.5 %)."""
     for metric in ("detections_ambiguous", "detections_ambiguous_diff_class"):
         results.add(row.table, row.row, metric, share[metric], row.values.get(metric),
-                    note=f"{note}; {share['detections']} detections with score >= {share['min_score']:g}")
+                    note=f"{note}; {share['detections']} detections with score >= {share['min_score']:g}", weights=weights)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -284,7 +353,7 @@ def percent(value: float | None) -> float | None:
 def finish(results: Results, out_dir: str | Path, settings: ScaleSettings | None = None) -> str:
     """Save ``results.json`` as complete and return the paper-vs-measured table (Markdown, with hardware).
 
-    With ``settings.keep_checkpoints`` False (smoke), the trained weights under ``out_dir/runs`` are deleted.
+    With ``settings.keep_checkpoints`` False (smoke), the trained weights under ``settings.trainings_dir`` are deleted.
     """
     from fcos_lab.analysis.report import hardware_label, markdown_table
 
@@ -292,7 +361,7 @@ def finish(results: Results, out_dir: str | Path, settings: ScaleSettings | None
     table = markdown_table(results.measurements, scale=results.scale, hardware=hardware_label(results.hardware))
     text = f"{table}\n\n{len(results.measurements)} numbers, {results.wall_time_s:.0f} s; written to {path}"
     if settings is not None and not settings.keep_checkpoints:
-        weights = [p for pattern in ("model_*.pt", "model_*.safetensors") for p in Path(out_dir).glob(f"runs/*/{pattern}")]
+        weights = [p for pattern in ("model_*.pt", "model_*.safetensors") for p in Path(settings.trainings_dir).glob(f"*/{pattern}")]
         for weight in weights:
             weight.unlink()
         text += f"; {len(weights)} {settings.scale} checkpoint(s) deleted"

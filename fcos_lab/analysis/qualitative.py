@@ -83,11 +83,13 @@ def fiftyone_errors(ann_file: str | Path, images_dir: str | Path, detections: Se
 # Figures 3 and 8: one image at a time
 
 
-def figure3_data(checkpoint: str | Path, val_ann: str | Path, val_images: str | Path, image_index: int = 0) -> dict[str, Any]:
+def figure3_data(checkpoint: str | Path, val_ann: str | Path, val_images: str | Path, image_index: int = 0, *,
+                 overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Center-ness on one validation image (Figure 3): the Eq. (3) targets and the trained model's prediction.
 
     The targets are the training assignment of the checkpoint's config on the image as its data loader
-    resizes it; the prediction is the network on the same image.
+    resizes it; the prediction is the network on the same image. ``overrides`` are dotted overrides on the
+    checkpoint's config (``input.min_size=320``).
 
     Returns:
         ``image`` (``[3, h, w]`` in the model's input frame), ``image_id``, ``assignment``
@@ -102,7 +104,7 @@ def figure3_data(checkpoint: str | Path, val_ann: str | Path, val_images: str | 
     from fcos_lab.predict import predict_dense
     from fcos_lab.runs import load_detector
 
-    loaded = load_detector(checkpoint)
+    loaded = load_detector(checkpoint, overrides=list(overrides))
     config = loaded.config
     objective = Objective.from_config(config)
     dataset = open_dataset(val_ann, val_images, config)
@@ -133,8 +135,11 @@ def figure8_folder(settings: ScaleSettings, image_dir: str | Path | None, fallba
     return real if real is not None and real.is_dir() else Path(fallback)
 
 
-def detect_images(checkpoint: str | Path, image_paths: Sequence[str | Path], *, device: str = "auto") -> dict[str, Any]:
+def detect_images(checkpoint: str | Path, image_paths: Sequence[str | Path], *, device: str = "auto",
+                  overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Detections of a checkpoint on image files (Figure 8), boxes in each image's own pixels.
+
+    ``overrides`` are dotted overrides on the checkpoint's config (``input.min_size=320``).
 
     Returns:
         ``images`` (``[3, H, W]`` tensors), ``detections`` (one :class:`~fcos_lab.postprocess.Detections` per
@@ -144,7 +149,7 @@ def detect_images(checkpoint: str | Path, image_paths: Sequence[str | Path], *, 
     from fcos_lab.predict import detect
     from fcos_lab.runs import load_detector
 
-    loaded = load_detector(checkpoint, device=device)
+    loaded = load_detector(checkpoint, overrides=list(overrides), device=device)
     images = [load_image(path) for path in image_paths]
     detections = [detect(loaded.model, loaded.config, [image])[0].to("cpu") for image in images]
     return {"images": images, "detections": detections, "names": [Path(p).name for p in image_paths],

@@ -24,6 +24,7 @@ from PIL import Image, ImageOps
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from fcos_lab import paper
 from fcos_lab.boxes import BOX_CONVENTIONS, coco_to_xyxy
 from fcos_lab.data.coco_annotations import is_json_int, load_coco_annotations
 from fcos_lab.data.transforms import RESIZE_RULES, ImageBatch, hflip, normalize, pad_batch, resize_boxes, resize_image
@@ -104,8 +105,8 @@ class CocoDetection(Dataset):
         image_dir: str | Path,
         *,
         train: bool,
-        min_size: int | tuple[int, int] = 800,
-        max_size: int = 1333,
+        min_size: int | tuple[int, int] = paper.MIN_SIZE,
+        max_size: int = paper.MAX_SIZE,
         resize_rule: str = "torchvision",
         box_convention: str = "continuous",
         flip_prob: float = 0.5,

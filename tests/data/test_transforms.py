@@ -182,3 +182,27 @@ def test_check_image_and_boxes():
         check_boxes(torch.zeros(2, 4, dtype=torch.int64))
     with pytest.raises(InputError, match="box 1"):
         check_boxes(torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, float("nan"), 1.0, 1.0]]))
+
+
+def test_official_rule_gives_the_paper_sizes_on_every_val2017_image():
+    # Section 4: shorter side 800, longer side <= 1333. The authors' rule gives exactly that on val2017, except
+    # that where the longer side would pass 1333 the shorter becomes round(1333 * short / long), and rounding
+    # up can put the longer side one pixel over: 189 x 640 -> round(393.66) = 394, int(394 * 640 / 189) = 1334.
+    import json
+
+    from tests.conftest import require_shared
+
+    captions = require_shared("coco", "annotations", "captions_val2017.json")
+    images = json.loads(captions.read_text())["images"]
+    for image in images:
+        height, width = image["height"], image["width"]
+        new_h, new_w = resized_size(height, width, 800, 1333, "official")
+        short, long = min(height, width), max(height, width)
+        if long / short * 800 > 1333:
+            assert min(new_h, new_w) == round(1333 * short / long) and max(new_h, new_w) <= 1334, image
+        else:
+            assert min(new_h, new_w) == 800 and max(new_h, new_w) <= 1333, image
+    assert resized_size(189, 640, 800, 1333, "official") == (394, 1334)
+    differ = sum(resized_size(i["height"], i["width"], 800, 1333, "official")
+                 != resized_size(i["height"], i["width"], 800, 1333, "torchvision") for i in images)
+    assert differ == 344  # the images on which torchvision's floor(side * scale) differs (module docstring)

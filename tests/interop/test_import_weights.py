@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from torch import nn
 
 from fcos_lab.checkpoint import load_checkpoint
 from fcos_lab.cli import main
@@ -23,22 +22,9 @@ from fcos_lab.runs import load_detector
 from fcos_lab.data.coco import load_image
 from fcos_lab.interop.import_weights import identify_format
 from fcos_lab.interop.torchvision import from_torchvision, torchvision_config
+from tests.torchvision_weights import torchvision_fcos as _torchvision_fcos
 
 COCO_NAMES = torchvision.models.detection.FCOS_ResNet50_FPN_Weights.COCO_V1.meta["categories"]
-
-
-def _torchvision_fcos(num_classes: int, seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    tv = torchvision.models.detection.fcos_resnet50_fpn(weights=None, weights_backbone=None, num_classes=num_classes)
-    # A random head scores every location at the prior (0.07 after sqrt), below torchvision's 0.2: spread
-    # the logits so that some locations clear the threshold, over all 91 indices (0 and "N/A" included).
-    with torch.no_grad():
-        nn.init.normal_(tv.head.classification_head.cls_logits.weight, std=0.05)
-        nn.init.uniform_(tv.head.classification_head.cls_logits.bias, -3.0, -0.5)
-        nn.init.normal_(tv.head.regression_head.bbox_reg.weight, std=0.05)
-        nn.init.constant_(tv.head.regression_head.bbox_reg.bias, 2.0)
-        nn.init.normal_(tv.head.regression_head.bbox_ctrness.weight, std=0.05)
-    return tv.eval()
 
 
 @pytest.fixture(scope="module")

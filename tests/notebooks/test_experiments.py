@@ -45,7 +45,8 @@ def test_every_paper_row_resolves_at_every_scale(scale, tmp_path):
         assert config.train.seed == 3
         if scale != "paper":
             assert config.model.backbone in ("resnet18", "resnet34")
-            assert config.train.max_iters == settings.max_iters
+            base = resolve(settings.base_preset).train.max_iters if settings.base_preset else None
+            assert config.train.max_iters == (settings.max_iters or base)
 
 
 def test_paper_scale_keeps_the_presets_and_only_points_at_the_data(tmp_path):
@@ -78,14 +79,89 @@ def test_smoke_scales_every_length_tied_to_the_input_size(tmp_path):
     assert config.model.fpn_channels % 32 == 0 and config.data.synthetic_image_size == 128
 
 
-def test_workshop_uses_the_shared_coco_images_when_present(tmp_path):
+def test_workshop_trains_on_synthetic_data_and_uses_coco_only_when_asked(tmp_path):
     root = _fake_coco_root(tmp_path, "workshop")
-    settings = scales.scale_settings("workshop", root)
-    assert settings.dataset == "coco" and "coco128" in settings.train_ann
-    assert scales.scale_settings("workshop", tmp_path / "empty").dataset == "synthetic"
-    assert scales.scale_settings("workshop", root, dataset="synthetic").dataset == "synthetic"
+    assert scales.scale_settings("workshop", root).dataset == "synthetic"
+    settings = scales.scale_settings("workshop", root, dataset="coco")
+    assert settings.dataset == "coco" and "coco128" in settings.train_ann and settings.seeds == 3
+    # Given weights are evaluated on real images unless the dataset is named.
+    assert scales.scale_settings("smoke", root, given_weights=True).dataset == "coco"
+    assert scales.scale_settings("smoke", root, given_weights=True, dataset="synthetic").dataset == "synthetic"
     with pytest.raises(ConfigError, match="valid scales"):
         scales.scale_settings("huge")
+
+
+def test_workshop_takes_the_demo_preset_by_name_and_keeps_every_row_switch(tmp_path, monkeypatch):
+    from fcos_lab import presets
+
+    settings = scales.scale_settings("workshop", work_dir=tmp_path)
+    demo = resolve(scales.WORKSHOP_PRESET)
+    assert settings.base_preset == presets.DEMO_PRESET and settings.seeds >= 3
+    assert settings.synthetic_image_size == demo.data.synthetic_image_size
+    config = ex.row_config(paper.TABLE_3[6], settings, seed=2)  # + ctr. sampling
+    factor = demo.assign.size_ranges[0][1] / 64  # the demo's m_3 against the paper's 64
+    assert (config.input.min_size, config.input.max_size) == (demo.input.min_size, demo.input.max_size)
+    assert config.assign.size_ranges[1] == pytest.approx((64 * factor, 128 * factor))
+    assert (config.model.backbone, config.model.backbone_norm) == (demo.model.backbone, demo.model.backbone_norm)
+    assert config.train.base_lr == demo.train.base_lr and config.train.warmup_iters == demo.train.warmup_iters
+    assert config.train.max_iters == min(demo.train.max_iters, scales.WORKSHOP_MAX_ITERS)  # the time budget
+    assert config.assign.center_sampling_radius == 1.5 and config.model.centerness_on == "reg"  # the row's own
+    assert config.train.seed == 2 and config.data.synthetic_root == str(tmp_path / "synthetic")
+    # A retuned demo retunes the workshop: nothing of it is copied.
+    retuned = resolve(presets.DEMO_PRESET, ["input.min_size=96", "input.max_size=160", "train.max_iters=50",
+                                            "assign.size_ranges=[[0,32],[32,64],[64,128],[128,256],[256,inf]]",
+                                            "data.synthetic_num_train=64"])
+    monkeypatch.setitem(presets.PRESETS, presets.DEMO_PRESET, retuned)
+    settings = scales.scale_settings("workshop", work_dir=tmp_path)
+    config = ex.row_config(paper.TABLE_3[0], settings)  # RetinaNet: anchors scale with the ranges (x 0.5)
+    assert (config.input.min_size, config.train.max_iters, settings.synthetic_num_train) == (96, 50, 64)
+    assert config.model.anchor_sizes == pytest.approx((16.0, 32.0, 64.0, 128.0, 256.0))
+    assert "50 iterations" in settings.describe() and "3 seeds" in settings.describe()
+
+
+def test_workshop_trains_only_the_comparisons_that_can_show(tmp_path):
+    settings = scales.scale_settings("workshop", work_dir=tmp_path)
+    trained, untrained = ex.rows_at_scale(paper.TABLE_3, settings)
+    assert [r.row for r in trained] == ["+ ctr. on reg.", "+ ctr. sampling"] and len(untrained) == 7
+    trained, untrained = ex.rows_at_scale(paper.TABLE_4, settings)
+    assert not untrained and [r.row for r in trained] == [r.row for r in paper.TABLE_4]
+    # Center-ness at test time: the four rows are evaluated on Table 3's "+ ctr. on reg." trainings, which are
+    # also the one model of notebooks 02, 09 and 10: no training of their own.
+    assert ex.model_row(settings) == paper.TABLE_3[5]
+    keys = {ex.training_key(ex.row_config(r, settings, seed=1)) for r in trained}
+    assert keys == {ex.training_key(ex.row_config(paper.TABLE_3[5], settings, seed=1))}
+    modes = [resolve(ex.row_config(r, settings), list(r.eval_overrides)).postprocess.centerness_mode for r in trained]
+    assert modes == ["none", "from_box", "learned", "oracle"]
+    assert ex.rows_at_scale(paper.TABLE_5, settings)[0] == []
+    picked, _ = ex.rows_at_scale(paper.TABLE_5, settings, labels=["FCOS ResNet-101-FPN"])  # the user's choice wins
+    assert [r.row for r in picked] == ["FCOS ResNet-101-FPN"]
+    smoke = scales.scale_settings("smoke", work_dir=tmp_path)
+    assert ex.rows_at_scale(paper.TABLE_4, smoke)[0] == list(paper.TABLE_4) and smoke.seeds == 1
+    assert ex.model_row(smoke) == paper.TABLE_4[2]
+
+
+def test_rows_not_trained_at_the_scale_are_listed_with_the_reason(tmp_path):
+    settings = scales.scale_settings("workshop", work_dir=tmp_path)
+    results = Results(notebook="t", scale="workshop", hardware={})
+    assert ex.run_rows(paper.TABLE_8, settings, tmp_path, results) == []  # nothing trained, nothing invented
+    assert {m.row for m in results.measurements} == {r.row for r in paper.TABLE_8}
+    assert all(m.measured is None and "not trained at workshop scale" in m.note for m in results.measurements)
+    assert results.measurements[1].reference == paper.TABLE_8[0].row
+
+
+def test_record_row_over_seeds_by_hand():
+    results = Results(notebook="t", scale="workshop", hardware={})
+    outcomes = [{"metrics": {"AP": ap, "AP50": 0.5, "AP75": 0.2, "APs": 0.1, "APm": 0.2, "APl": 0.3}, "note": "n"}
+                for ap in (0.30, 0.32, 0.34)]
+    ex.record_row(results, paper.TABLE_3[6], outcomes)  # + ctr. sampling, compared with + ctr. on reg.
+    ap = next(m for m in results.measurements if m.metric == "AP")
+    # 30, 32, 34 percent: mean 32, sample standard deviation 2.
+    assert (ap.measured, ap.spread, ap.paper) == (pytest.approx(32.0), pytest.approx(2.0), 38.1)
+    assert ap.samples == pytest.approx([30.0, 32.0, 34.0]) and ap.reference == "+ ctr. on reg."
+    assert "mean over 3 seeds" in ap.note
+    ex.record_row(results, paper.TABLE_4[2], outcomes[0], deterministic=True, weights="w")
+    learned = results.measurements[-6]
+    assert (learned.measured, learned.spread, learned.weights, learned.reference) == (pytest.approx(30.0), 0.0, "w", "None")
 
 
 def test_with_files_switches_to_coco_and_rejects_unknown_keys(tmp_path):

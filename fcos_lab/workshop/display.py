@@ -16,6 +16,8 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from fcos_lab.viz.notebook import notebook_setup
+
 
 def in_notebook() -> bool:
     """Whether an IPython kernel is running this code."""
@@ -27,10 +29,15 @@ def in_notebook() -> bool:
 
 
 def setup() -> None:
-    """Put plotly.js into the notebook (once per call: the cell that calls it holds the library)."""
+    """Put plotly.js into the notebook (once per call: the cell that calls it holds the library).
+
+    Figures displayed plotly's own way (a figure as a cell's last expression) also get the offline HTML:
+    :func:`fcos_lab.viz.notebook.notebook_setup`, as in the paper notebooks.
+    """
     if in_notebook():
         import plotly.io as pio
 
+        notebook_setup()
         pio.renderers["notebook"].activate()
 
 

@@ -4,6 +4,7 @@ The graph takes ``images`` ``[1, 3, H, W]`` float32 (RGB in [0, 1], normalised w
 std, resized by the preset's rule and zero-padded at the bottom and right to multiples of 32, exactly
 what :func:`fcos_lab.data.transforms.preprocess` produces) and ``image_size`` ``[2]`` int64, the (h, w) of
 the resized image inside the padding. H and W are dynamic.
+The graph is float32 whatever ``model.inference_amp`` says: it matches fcos_lab run with ``inference_amp=off``.
 
 Without NMS it returns, for the P locations of all levels (the finest first, P3 or P2; row-major inside a level):
 

@@ -3,9 +3,10 @@
 Every stateful widget goes through :func:`kept`: its value lives under its key in ``st.session_state`` and
 under a plain key beside it (``_kept|<key>``), and is handed to the widget before the widget is drawn. So
 
-- the widget shows what the page computed, after any sequence of clicks: toggles, radios, selectboxes and
-  sliders are told their value on every run, not trusted to remember it (a remembered value can drift from
-  the server's when a run is cut short by the next click);
+- the widget shows what the page computed, after any sequence of clicks: every widget is told its value on
+  every run, not trusted to remember it. A browser forgets the value of a widget that a run did not draw
+  (a page stopped early with ``st.stop()``, the widget hidden for a while) while the server keeps it; the
+  widget then shows its default and computes with the kept value (streamlit/streamlit#4247, #10114, #7338);
 - a value survives while its widget is hidden (the COCO paths while the synthetic data are shown) and
   across pages (the image chosen on one page is the image of the next);
 - a value that no longer fits its options (an image id of another file, a level the FPN switch removed)
@@ -48,7 +49,7 @@ PLACEHOLDER_NAMES = frozenset({"__background__", "N/A"})
 
 
 def kept(widget: Callable[..., Any], label: str, *, key: str, default: Any, options: Sequence[Any] | None = None,
-         force: bool = True, **kwargs: Any) -> Any:
+         **kwargs: Any) -> Any:
     """Draw ``widget`` (``st.toggle``, ``st.sidebar.radio``, ...) with its value kept as the module says.
 
     Args:
@@ -57,8 +58,6 @@ def kept(widget: Callable[..., Any], label: str, *, key: str, default: Any, opti
         default: the value when the widget has none yet, or when its value is not among ``options``.
         options: the choices of a radio, selectbox or multiselect (a list ``default``: the choices no longer
             offered are dropped).
-        force: hand the value to the widget on every run (False for text and number boxes, so that a run
-            never overwrites what a person is typing; their value is still kept).
     """
     state = st.session_state
     value = state[key] if key in state else state.get(KEPT + key, default)
@@ -66,8 +65,7 @@ def kept(widget: Callable[..., Any], label: str, *, key: str, default: Any, opti
         value = [v for v in value if v in options]
     elif options is not None and value not in options:
         value = default
-    if force or key not in state or state[key] != value:
-        state[key] = value
+    state[key] = value  # on every run: the browser is told the value even when it has lost it
     result = widget(label, options, key=key, **kwargs) if options is not None else widget(label, key=key, **kwargs)
     state[KEPT + key] = result
     return result
@@ -130,7 +128,7 @@ def checkpoint_picker() -> runs.LoadedModel | None:
                help=f"Run folders under `{app_data.runs_root()}` and `{app_data.app_data_dir()}`, newest first.")
     text = run
     if run == OTHER_RUN:
-        text = kept(st.sidebar.text_input, "Run folder or model_*.pt file", key="checkpoint", default="", force=False,
+        text = kept(st.sidebar.text_input, "Run folder or model_*.pt file", key="checkpoint", default="",
                     help="A run folder (its newest checkpoint is used) or a checkpoint file.").strip()
     preset = kept(st.sidebar.selectbox, "Build the network as", key="checkpoint_preset", default=AS_RECORDED,
                   options=[AS_RECORDED, *PRESETS], help="Another preset than the checkpoint's only works if its weights fit.")
@@ -204,8 +202,8 @@ def image_picker(config: Config, where: Any = None) -> Picked | None:
         ann_file = str(data.val_ann if split == "val" else data.train_ann)
         image_dir = str(data.val_images if split == "val" else data.train_images)
     else:
-        ann_file = kept(where.text_input, "Annotation file (COCO JSON)", key="coco_ann", default="", force=False).strip()
-        image_dir = kept(where.text_input, "Image folder", key="coco_images", default="", force=False).strip()
+        ann_file = kept(where.text_input, "Annotation file (COCO JSON)", key="coco_ann", default="").strip()
+        image_dir = kept(where.text_input, "Image folder", key="coco_images", default="").strip()
         if not ann_file or not image_dir:
             st.info("Type the path of a COCO-format annotation file and of its image folder in the sidebar.")
             return None
@@ -233,7 +231,7 @@ def image_picker(config: Config, where: Any = None) -> Picked | None:
 
 def _uploaded_sample(where: Any) -> Picked | None:
     upload = where.file_uploader("Image file", key="upload")  # a file upload cannot be kept: Streamlit owns it
-    text = kept(where.text_area, "Boxes, one per line: x0 y0 x1 y1 class", key="typed_boxes", default="", force=False,
+    text = kept(where.text_area, "Boxes, one per line: x0 y0 x1 y1 class", key="typed_boxes", default="",
                 height=120, help="Pixels of the uploaded image; class is a name or a number. This app has no "
                 "box-drawing widget (no drawing component can be downloaded here), so boxes are typed.")
     where.caption("Boxes are typed rather than drawn: one line `x0 y0 x1 y1 class` per box.")

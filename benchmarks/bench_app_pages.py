@@ -4,8 +4,9 @@
 
 Starts ``streamlit run app/main.py`` of each checkout given (default: this one; give an older checkout as a
 second ``--repo`` to compare before and after under the same machine load), opens headless Debian chromium
-through Playwright (``tests/app/browser.py``), loads the Assignments page once (cold: the server's first
-page, imports included), then clicks through the pages in the sidebar for ``--rounds`` rounds. The checkouts
+through Playwright (``tests/app/browser.py``), loads the home page once (cold: the page ``streamlit run``
+opens, in a server that has served nothing yet), then clicks through the pages in the sidebar for ``--rounds``
+rounds. The checkouts
 take turns page by page, so both see the same load. A page switch is timed from the click to the last
 change of the page (a MutationObserver in the page), once Streamlit has been idle and the page unchanged
 for 1.5 s: the plotly figures drawn, the tables filled. The first round visits every page for the first
@@ -25,7 +26,7 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-from tests.app.browser import browser_tab, find_chromium, navigate, streamlit_server, timed, wait_idle
+from tests.app.browser import chromium_browser, find_chromium, navigate, new_tab, streamlit_server, timed, wait_idle
 
 ROOT = Path(__file__).resolve().parents[1]
 PATHS = {"Assignments": "assignments", "Center-ness": "centerness", "Detections": "detections",
@@ -89,12 +90,13 @@ def main(argv: list[str] | None = None) -> int:
             make_app_data(data)
         env = {"FCOS_LAB_APP_DATA": str(data), "FCOS_LAB_RUNS": str(data)}
         urls = [stack.enter_context(streamlit_server(repo, env, work / f"server{k}.log")) for k, repo in enumerate(repos)]
-        tabs = [stack.enter_context(browser_tab(chromium)) for _ in repos]
+        browser = stack.enter_context(chromium_browser(chromium))
+        tabs = [new_tab(browser) for _ in repos]
         # times[mode][checkout][page]: seconds of each visit
         times: dict[str, list[dict[str, list[float]]]] = {mode: [{} for _ in repos] for mode in MODES}
-        cold = []
+        cold = []  # the page `streamlit run` opens: the home page, in a server that has served nothing yet
         for tab, url in zip(tabs, urls):
-            cold.append(timed(tab, lambda: tab.goto(f"{url}/assignments"), heading(tab, "Assignments")))
+            cold.append(timed(tab, lambda: tab.goto(f"{url}/"), heading(tab, "FCOS lab")))
         for _ in range(args.rounds):
             for page in PAGES:
                 for k, (tab, url) in enumerate(zip(tabs, urls)):

@@ -42,7 +42,7 @@ widgets.follow_preset("asg_preset_seen", preset.name, {
     **dict(zip(bound_keys, bounds_default)),
 })
 min_size = kept(top[1].number_input, "Shorter side (px)", key="asg_min_size", default=preset.input.min_size,
-                force=False, min_value=64, max_value=2048, step=32)
+                min_value=64, max_value=2048, step=32)
 fpn = kept(top[2].toggle, "FPN", key="asg_fpn", default=True,
            help="On: P3-P7 with size ranges. Off: P4 only (stride 16, no size limit), the paper's 'w/o FPN' rows.")
 center_sampling = kept(top[3].toggle, "Center sampling", key="asg_center_sampling",
@@ -52,7 +52,7 @@ radius = kept(top[4].slider, "Center-sampling radius (strides)", key="asg_radius
 bound_columns = st.columns(len(bounds_default) + 1)
 bound_columns[0].markdown(r"**Size ranges** of max(l\*, t\*, r\*, b\*): m2 = 0, m7 = inf")
 bounds = [
-    kept(column.number_input, f"m{i + 3} (px)", key=key, default=value, force=False, min_value=1.0,
+    kept(column.number_input, f"m{i + 3} (px)", key=key, default=value, min_value=1.0,
          max_value=100000.0, step=8.0, disabled=not fpn)
     for i, (column, key, value) in enumerate(zip(bound_columns[1:], bound_keys, bounds_default))
 ]
@@ -104,10 +104,11 @@ else:
                                boxes=shown)
 st.plotly_chart(figure, key="assignment_figure")
 
-st.subheader("Per level")
-st.dataframe(assignment.level_rows(), hide_index=True)
-st.subheader("Per box")
-st.dataframe(assignment.box_rows(sample.class_names), hide_index=True)
+# Collapsed: a table costs the browser about as much as the figure, on every page switch.
+with st.expander("Per level: stride, size range, positive and ambiguous locations, boxes regressed"):
+    st.dataframe(assignment.level_rows(), hide_index=True)
+with st.expander("Per box: size, locations on each level, status"):
+    st.dataframe(assignment.box_rows(sample.class_names), hide_index=True)
 for m in assignment.unreachable.tolist():
     st.warning(f"Box {m}: {assignment.box_status[m]}.")
 st.caption(

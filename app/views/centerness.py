@@ -37,7 +37,7 @@ else:
     config = get_preset(widgets.preset_picker())
 widgets.follow_preset("ctr_config_seen", f"{config.name}|{loaded.path if loaded else ''}",
                       {"ctr_min_size": config.input.min_size})
-min_size = kept(st.number_input, "Shorter side (px)", key="ctr_min_size", default=config.input.min_size, force=False,
+min_size = kept(st.columns([1, 3])[0].number_input, "Shorter side (px)", key="ctr_min_size", default=config.input.min_size,
                 min_value=64, max_value=2048, step=32,
                 help=f"`{config.name}` resizes to {config.input.min_size} px. A larger input gives finer maps (one "
                      "cell per location and stride); objects then grow, and other levels' size ranges take them.")

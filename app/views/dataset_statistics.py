@@ -32,7 +32,7 @@ st.caption(
 source = kept(st.radio, "Annotations", key="stats_source", default="Synthetic demo data",
               options=["Synthetic demo data", "COCO-format file"], horizontal=True)
 if source == "COCO-format file":
-    ann_file = kept(st.text_input, "Annotation file (COCO JSON)", key="stats_ann", default="", force=False).strip()
+    ann_file = kept(st.text_input, "Annotation file (COCO JSON)", key="stats_ann", default="").strip()
     if not ann_file:
         st.info("Type the path of a COCO-format annotation file.")
         st.stop()
@@ -48,14 +48,14 @@ widgets.follow_preset("stats_preset_seen", preset.name, {
     "stats_radius": float(preset.assign.center_sampling_radius or CENTER_SAMPLING_RADIUS),
 })
 left, middle, right = st.columns(3)
-min_size = kept(left.number_input, "Shorter side (px)", key="stats_min", default=preset.input.min_size, force=False,
+min_size = kept(left.number_input, "Shorter side (px)", key="stats_min", default=preset.input.min_size,
                 min_value=64, max_value=2048, step=32)
-max_images = kept(left.number_input, "At most this many images", key="stats_max_images", default=500, force=False,
+max_images = kept(left.number_input, "At most this many images", key="stats_max_images", default=500,
                   min_value=1, max_value=100000, step=100,
                   help="The recomputation is live; large files are cut to their first images.")
-strides_text = kept(middle.text_input, "Strides", key="stats_strides", default="", force=False)
+strides_text = kept(middle.text_input, "Strides", key="stats_strides", default="")
 bounds_text = kept(middle.text_input, "Size range boundaries m3 ... (m2 = 0, last = inf)", key="stats_bounds",
-                   default="", force=False)
+                   default="")
 fpn = kept(right.toggle, "FPN; off: P4 only (stride 16, no size limit)", key="stats_fpn", default=True)
 center_sampling = kept(right.toggle, "Center sampling", key="stats_cs", default=False)
 radius = kept(right.slider, "Radius (strides)", key="stats_radius", default=CENTER_SAMPLING_RADIUS, min_value=0.25,
@@ -72,6 +72,12 @@ with fcos_app.guard():
     started = time.perf_counter()
     stats = recall_and_ambiguity(data.boxes, objective)
 
+sampling = objective.center_sampling_radius
+st.caption(
+    f"Computed with: shorter side {config.input.min_size} px; strides {', '.join(map(str, objective.strides))}; "
+    f"size ranges {', '.join(f'[{lo:g}, {hi:g}]' for lo, hi in objective.size_ranges)}; "
+    f"center sampling {f'on, radius {sampling:g} strides' if sampling > 0 else 'off'}; at most {int(max_images)} images."
+)
 columns = st.columns(4)
 columns[0].metric("Best possible recall", fcos_app.percent(stats["best_possible_recall"]),
                   help=f"{stats['recalled_boxes']} of {stats['num_boxes']} boxes")
@@ -82,7 +88,8 @@ columns[3].metric("Boxes / images", f"{stats['num_boxes']} / {stats['num_images'
 st.caption("Paper, COCO minival at 800 px: BPR 98.40 % with FPN, 95.55 % P4 only; ambiguous samples 7.14 % "
            "with FPN, 23.16 % P4 only (3.75 % and 17.84 % across classes).")
 st.plotly_chart(box_size_histogram_figure(data.widths, data.heights, objective), key="size_histogram")
-st.dataframe(stats["per_level"], hide_index=True)
+with st.expander("Per level: boxes, positive and ambiguous locations"):  # collapsed: lighter page switches
+    st.dataframe(stats["per_level"], hide_index=True)
 if data.num_images > len(data.boxes.image_ids):
     st.caption(f"{len(data.boxes.image_ids)} of the file's {data.num_images} images have usable boxes or fit the limit; "
                f"{data.num_crowd} crowd boxes left out, {data.num_degenerate} degenerate boxes dropped.")

@@ -41,7 +41,7 @@ widgets.follow_preset("det_config_seen", f"{config.name}|{loaded.path}", {
     "det_min_size": config.input.min_size,
 })
 
-columns = st.columns(4)
+columns = st.columns([1.4, 1.2, 1, 1, 1])
 use_centerness = kept(columns[2].toggle, "Center-ness", key="use_centerness", default=True, disabled=not has_centerness,
                       help="Off: rank by the classification score alone (Table 4, w/o center-ness).")
 combined = "sqrt(classification x center-ness)" if post.score_sqrt else "classification x center-ness"
@@ -54,7 +54,7 @@ score_thresh = kept(columns[0].slider, f"Threshold on the {threshold_of} score",
 nms_thresh = kept(columns[1].slider, "NMS IoU", key="nms_thresh", default=float(post.nms_thresh), min_value=0.05,
                   max_value=0.95, step=0.05)
 show_gt = kept(columns[3].toggle, "Ground truth", key="show_gt", default=True)
-min_size = kept(st.number_input, "Shorter side (px)", key="det_min_size", default=config.input.min_size, force=False,
+min_size = kept(columns[4].number_input, "Shorter side (px)", key="det_min_size", default=config.input.min_size,
                 min_value=64, max_value=2048, step=32)
 
 with fcos_app.guard():
@@ -70,7 +70,8 @@ widgets.class_mismatch_warning(sample.class_names, loaded.class_names)
 st.plotly_chart(figure, key="detections_figure")
 rows = detection_rows(detections, loaded.class_names)
 if rows:
-    st.dataframe(rows, hide_index=True)
+    with st.expander(f"The {len(rows)} detections: score, classification, center-ness, level, box"):
+        st.dataframe(rows, hide_index=True)
 else:
     st.info("No detection passes the threshold: lower it, or train longer (`fcos-lab demo` without `--quick`).")
 h, w = dense.batch.image_sizes[0]

@@ -39,11 +39,9 @@ detections_default = str(Path(run) / "detections_val.json") if run != widgets.OT
 widgets.follow_preset("err_run_seen", run, {"err_detections": detections_default, "err_ann": ann_default,
                                             "err_images": images_default})
 detections_file = kept(st.sidebar.text_input, "Detections (COCO results JSON)", key="err_detections",
-                       default=detections_default, force=False).strip()
-ann_file = kept(st.sidebar.text_input, "Annotation file (COCO JSON)", key="err_ann", default=ann_default,
-                force=False).strip()
-image_dir = kept(st.sidebar.text_input, "Image folder (for the examples)", key="err_images", default=images_default,
-                 force=False).strip()
+                       default=detections_default).strip()
+ann_file = kept(st.sidebar.text_input, "Annotation file (COCO JSON)", key="err_ann", default=ann_default).strip()
+image_dir = kept(st.sidebar.text_input, "Image folder (for the examples)", key="err_images", default=images_default).strip()
 if not detections_file or not ann_file:
     st.info("Choose a run, or type a detections file (`fcos-lab eval --out` writes one) and its annotation file.")
     widgets.how_to_make_checkpoint()

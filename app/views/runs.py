@@ -17,7 +17,7 @@ st.caption("Run folders written by `fcos-lab train`, `fcos-lab demo` or `fcos-la
 found = fcos_app.run_folders(str(app_data.runs_root()), str(app_data.app_data_dir()))
 chosen = kept(st.multiselect, f"Runs found under `{app_data.runs_root()}` and `{app_data.app_data_dir()}` "
               "(newest first)", key="runs_shown", default=found[:3], options=found, placeholder="none")
-text = kept(st.text_area, "Other run folders, one per line", key="run_dirs", default="", force=False, height=70)
+text = kept(st.text_area, "Other run folders, one per line", key="run_dirs", default="", height=70)
 folders = [*chosen, *(line.strip() for line in text.splitlines() if line.strip())]
 if not folders:
     st.info("No run folder chosen." if found else "No run folder found.")

@@ -46,7 +46,7 @@ def detections_figure(
     image: Tensor, detections: Detections, class_names: Sequence[str], *, gt_boxes: Tensor | None = None,
     height: int = 640, max_labels: int = 25,
 ) -> go.Figure:
-    """Detections over the image: box, class, score, level and center-ness; ground truth dashed white.
+    """Detections over the image (in grey): box, class, score, level and center-ness; ground truth dashed white.
 
     At most the ``max_labels`` best boxes carry a text label, placed so that no label covers another
     (:func:`fcos_lab.viz.image_figures.place_labels`; one that fits nowhere is left out); hovering the dot at
@@ -55,7 +55,7 @@ def detections_figure(
     """
     import plotly.graph_objects as go
 
-    figure = image_figure(image, height=height)
+    figure = image_figure(image, height=height, gray=True)  # class colours stay visible on any object
     if gt_boxes is not None and len(gt_boxes):
         add_boxes(figure, gt_boxes, ["white"] * len(gt_boxes), [], dash="dash", width=2, name="ground truth")
         figure.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=f"ground truth ({len(gt_boxes)})",

@@ -104,10 +104,10 @@ def breakdown_figures(summary: Mapping[str, Any]) -> dict[str, go.Figure]:
 
 
 def error_example_figure(image: Tensor, example: Mapping[str, Any], error_type: str, *, title: str = "",
-                         height: int = 420, max_labels: int = 8) -> go.Figure:
+                         height: int = 420, max_boxes: int = 10, max_labels: int = 8) -> go.Figure:
     """One example image: its ground truth dashed white, the errors of one type in the type's colour, and
-    (for Cls, Loc and Dupe) the box each error points at, dotted white. The first ``max_labels`` errors (the
-    best scored) are labelled where a label fits.
+    (for Cls, Loc and Dupe) the box each error points at, dotted white. Only the first ``max_boxes`` errors
+    (the best scored) are drawn, the first ``max_labels`` labelled where a label fits.
 
     Args:
         image: ``[3, H, W]`` in [0, 1], in the pixels of the annotation file.
@@ -118,15 +118,18 @@ def error_example_figure(image: Tensor, example: Mapping[str, Any], error_type: 
     gt = np.asarray(example["gt_boxes"]).reshape(-1, 4)
     if len(gt):
         figure.add_traces(box_outline_traces(gt, "white", width=1.5, dash="dash", halo=True, name="ground truth"))
-    targets = np.asarray(example["targets"]).reshape(-1, 4)
+    targets = np.asarray(example["targets"]).reshape(-1, 4)[:max_boxes]
     targets = targets[~np.isnan(targets).any(axis=1)]
     if len(targets):
         figure.add_traces(box_outline_traces(targets, "white", width=2.5, dash="dot", name="pointed at"))
     color = ERROR_COLORS.get(error_type, "#e15759")
     boxes = np.asarray(example["boxes"]).reshape(-1, 4)
+    drawn = boxes[:max_boxes]
     scale = min(height / max(image.shape[-2], 1), 600 / max(image.shape[-1], 1))
-    add_boxes(figure, boxes, [color] * len(boxes), list(example["texts"])[:max_labels], width=3, name=error_type,
+    add_boxes(figure, drawn, [color] * len(drawn), list(example["texts"])[:max_labels], width=3, name=error_type,
               screen_per_pixel=scale)
-    figure.update_layout(title=title or f"{len(boxes)} {ERROR_NAMES.get(error_type, error_type)} errors",
+    name = ERROR_NAMES.get(error_type, error_type)
+    shown = f" (the {len(drawn)} best scored drawn)" if len(drawn) < len(boxes) else ""
+    figure.update_layout(title=f"{title or f'{len(boxes)} {name} errors'}{shown}",
                          showlegend=False, margin={"l": 5, "r": 5, "t": 40, "b": 5})
     return figure

@@ -89,20 +89,32 @@ def streamlit_server(repo: Path, env: Mapping[str, str], log_path: Path, timeout
 
 
 @contextmanager
-def browser_tab(chromium: str, width: int = 1400, height: int = 2000, timeout_ms: int = 120_000) -> Iterator:
-    """A Playwright page in headless Debian chromium that records its last DOM change (:func:`last_change`)."""
+def chromium_browser(chromium: str) -> Iterator:
+    """Headless Debian chromium through Playwright (one per process: Playwright's sync API does not nest)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
-            context = browser.new_context(viewport={"width": width, "height": height})
-            context.add_init_script(LAST_CHANGE_SCRIPT)
-            tab = context.new_page()
-            tab.set_default_timeout(timeout_ms)
-            yield tab
+            yield browser
         finally:
             browser.close()
+
+
+def new_tab(browser, width: int = 1400, height: int = 2000, timeout_ms: int = 120_000):
+    """A tab of its own (its own cookies, so its own Streamlit session) that records its last DOM change."""
+    context = browser.new_context(viewport={"width": width, "height": height})
+    context.add_init_script(LAST_CHANGE_SCRIPT)
+    tab = context.new_page()
+    tab.set_default_timeout(timeout_ms)
+    return tab
+
+
+@contextmanager
+def browser_tab(chromium: str, width: int = 1400, height: int = 2000, timeout_ms: int = 120_000) -> Iterator:
+    """One tab of a headless Debian chromium (:func:`new_tab`)."""
+    with chromium_browser(chromium) as browser:
+        yield new_tab(browser, width, height, timeout_ms)
 
 
 def is_busy(tab) -> bool:

@@ -141,3 +141,25 @@ def test_the_centerness_level_is_the_level_drawn(page, server: str) -> None:
     wait_idle(page)
     check("back from Assignments")
     assert selected_option(page, "Level") == "P5"
+
+
+def test_boxes_hidden_by_a_stopped_page_come_back_with_their_values(page, server: str, coco_tiny: Path) -> None:
+    """The Dataset statistics page stops before its settings while no annotation file is typed: the settings
+    come back showing what the page then computes with (the browser had forgotten them, the server not)."""
+    open_page(page, server, "dataset_statistics")
+    type_in(page, "Shorter side (px)", "640")
+    wait_idle(page)
+    click(page, "Center sampling")
+    wait_idle(page)
+    click(page, "COCO-format file")  # no file yet: the page stops above the settings
+    wait_idle(page)
+    type_in(page, "Annotation file (COCO JSON)", str(coco_tiny / "annotations" / "instances_val.json"))
+    wait_idle(page)
+    assert_no_exception(page)
+    shown = page.get_by_label("Shorter side (px)", exact=True).input_value()
+    strides = page.get_by_label("Strides", exact=True).input_value()
+    assert (shown, strides, is_on(page, "Center sampling")) == ("640", "8, 16, 32, 64, 128", True)
+    if CHECKOUT == REPO:  # an older checkout does not say what it computed with
+        computed = page.locator('[data-testid="stCaptionContainer"]', has_text="Computed with").first.inner_text()
+        assert f"shorter side {shown} px; strides {strides};" in computed, computed
+        assert "center sampling on, radius 1.5 strides" in computed, computed

@@ -20,13 +20,14 @@ machine load (``uptime``) before and after.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import subprocess
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-from tests.app.browser import chromium_browser, find_chromium, navigate, new_tab, streamlit_server, timed, wait_idle
+from tests.app.browser import chromium_browser, find_chromium, navigate, new_tab, streamlit_server, timed
 
 ROOT = Path(__file__).resolve().parents[1]
 PATHS = {"Assignments": "assignments", "Center-ness": "centerness", "Detections": "detections",
@@ -42,13 +43,13 @@ TINY_DEMO = [  # as tests/app/conftest.py: a real run folder with a checkpoint i
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in subprocess.run(
-        ["lscpu"], capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name")), "?")
-    return cpu
+    lines = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines()
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name")), "?")
 
 
 def load() -> str:
-    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip().split("load average:")[-1].strip()
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout
+    return uptime.strip().split("load average:")[-1].strip()
 
 
 def make_app_data(folder: Path) -> None:
@@ -56,7 +57,7 @@ def make_app_data(folder: Path) -> None:
     import sys
 
     sys.path.insert(0, str(ROOT / "app"))
-    import app_data as app_files  # noqa: E402 - the app's own module, imported as Streamlit imports it
+    import app_data as app_files
 
     from fcos_lab.demo import run_demo
 
@@ -68,7 +69,7 @@ def make_app_data(folder: Path) -> None:
 
 
 def heading(tab, title: str):
-    return lambda: tab.get_by_role("heading", name=title, exact=True).first.wait_for()
+    return tab.get_by_role("heading", name=title, exact=True).first.wait_for
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,13 +97,14 @@ def main(argv: list[str] | None = None) -> int:
         times: dict[str, list[dict[str, list[float]]]] = {mode: [{} for _ in repos] for mode in MODES}
         cold = []  # the page `streamlit run` opens: the home page, in a server that has served nothing yet
         for tab, url in zip(tabs, urls):
-            cold.append(timed(tab, lambda: tab.goto(f"{url}/"), heading(tab, "FCOS lab")))
+            cold.append(timed(tab, functools.partial(tab.goto, f"{url}/"), heading(tab, "FCOS lab")))
         for _ in range(args.rounds):
             for page in PAGES:
                 for k, (tab, url) in enumerate(zip(tabs, urls)):
                     if not tab.locator('[data-testid="stSidebarNav"]').get_by_text(page, exact=True).count():
                         continue  # a page the older checkout does not have
-                    actions = {MODES[0]: lambda: navigate(tab, page), MODES[1]: lambda: tab.goto(f"{url}/{PATHS[page]}")}
+                    actions = {MODES[0]: functools.partial(navigate, tab, page),
+                               MODES[1]: functools.partial(tab.goto, f"{url}/{PATHS[page]}")}
                     for mode, action in actions.items():
                         times[mode][k].setdefault(page, []).append(timed(tab, action, heading(tab, page)))
     load_after = load()

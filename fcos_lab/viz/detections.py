@@ -58,8 +58,9 @@ def detections_figure(
     figure = image_figure(image, height=height, gray=True)  # class colours stay visible on any object
     if gt_boxes is not None and len(gt_boxes):
         add_boxes(figure, gt_boxes, ["white"] * len(gt_boxes), [], dash="dash", width=2, name="ground truth")
-        figure.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=f"ground truth ({len(gt_boxes)})",
-                                    line={"color": "white", "dash": "dash"}))
+        # The legend's swatch: grey, as white would not show on the legend's white background.
+        figure.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=f"ground truth ({len(gt_boxes)}), dashed white",
+                                    line={"color": "grey", "dash": "dash"}))
     rows = detection_rows(detections, class_names)
     colors = [f"rgb{class_color(int(c))}" for c in detections.labels.tolist()]
     texts = [f"{r['class']} {r['score']:.2f} {r['level']} ctr {r['center-ness']:.2f}" for r in rows[:max_labels]]

@@ -129,7 +129,7 @@ def error_example_figure(image: Tensor, example: Mapping[str, Any], error_type: 
     add_boxes(figure, drawn, [color] * len(drawn), list(example["texts"])[:max_labels], width=3, name=error_type,
               screen_per_pixel=scale)
     name = ERROR_NAMES.get(error_type, error_type)
-    shown = f" (the {len(drawn)} best scored drawn)" if len(drawn) < len(boxes) else ""
+    shown = f", {len(drawn)} best drawn" if len(drawn) < len(boxes) else ""
     figure.update_layout(title=f"{title or f'{len(boxes)} {name} errors'}{shown}",
                          showlegend=False, margin={"l": 5, "r": 5, "t": 40, "b": 5})
     return figure

@@ -89,8 +89,10 @@ def image_figure(image: Tensor | np.ndarray | str, size: tuple[int, int] | None 
         img_h, img_w = _size_of(image)
         trace = image_trace(image, gray=gray)
     figure = go.Figure(trace)
-    figure.update_xaxes(range=[0, img_w], showgrid=False, zeroline=False)
-    figure.update_yaxes(range=[img_h, 0], showgrid=False, zeroline=False, scaleanchor="x")
+    # The image keeps its aspect ratio by shrinking the plot area, kept at the top left (no band above it).
+    figure.update_xaxes(range=[0, img_w], showgrid=False, zeroline=False, constrain="domain", constraintoward="left")
+    figure.update_yaxes(range=[img_h, 0], showgrid=False, zeroline=False, scaleanchor="x", constrain="domain",
+                        constraintoward="top")
     figure.update_layout(
         height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10}, hoverlabel={"align": "left"},
         legend={"x": 1.01, "y": 1, "xanchor": "left", "yanchor": "top"},

@@ -19,7 +19,13 @@ import json
 import numpy as np
 import pytest
 
-from fcos_lab.analysis.tide_breakdowns import analyze_errors, error_members, example_boxes, example_image_ids, load_inputs
+from fcos_lab.analysis.tide_breakdowns import (
+    analyze_errors,
+    error_members,
+    example_boxes,
+    example_image_ids,
+    load_inputs,
+)
 from fcos_lab.analysis.tide_report import format_report
 from fcos_lab.cli import main as cli_main
 from fcos_lab.errors import ConfigError

@@ -20,6 +20,7 @@ from tests.app import browser
 from tests.app.browser import metric_value, plot_titles, wait_idle
 from tests.app.conftest import ARTIFACTS, PAGES, assert_no_exception, chromium_executable, open_page
 
+
 def shoot(tab, name: str, full_page: bool = False) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
@@ -74,7 +75,7 @@ def test_moving_a_slider_changes_the_assignments(page, server: str) -> None:
 
 def test_moving_the_score_slider_changes_the_detections(page, server: str) -> None:
     open_page(page, server, "detections")
-    read = lambda: page.locator(".js-plotly-plot .gtitle").first.text_content()  # noqa: E731
+    read = lambda: page.locator(".js-plotly-plot .gtitle").first.text_content()
     before = read()
     slider = page.get_by_role("slider").first
     assert slider.input_value() == "0.3"
@@ -137,6 +138,6 @@ def test_clicking_an_error_bar_shows_example_images(page, server: str, demo_dete
     assert_no_exception(page)
     assert int(heading.inner_text().split(": ")[-1].split()[0]) > 0
     titles = plot_titles(page)
-    assert any(re.match(r"\d+\.jpg: \d+ (Cls|Loc|Both|Dupe|Bkg|Miss)( \(the 10 best scored drawn\))?$", t)
+    assert any(re.match(r"\d+\.jpg: \d+ (Cls|Loc|Both|Dupe|Bkg|Miss)(, 10 best drawn)?$", t)
                for t in titles), titles
     shoot(page, "errors_clicked_bar", full_page=True)

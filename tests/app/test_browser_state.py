@@ -9,7 +9,6 @@ changes. (A missing checkpoint path is tested in test_browser_runs.py, on an app
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 

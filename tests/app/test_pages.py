@@ -280,7 +280,7 @@ def test_detections_sliders_and_bad_checkpoints(demo_run: Path, app_data: Path, 
     run(at)
     assert (at.dataframe[0].value["center-ness"] == 1.0).all()
     with_gt = specs(at)[0]
-    assert '"name":"ground truth (8)"' in with_gt
+    assert '"name":"ground truth (8), dashed white"' in with_gt
     at.toggle(key="show_gt").set_value(False)
     run(at)
     assert "ground truth" not in specs(at)[0]

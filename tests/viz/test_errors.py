@@ -78,4 +78,4 @@ def test_an_example_with_many_errors_draws_the_best_scored():
     figure = error_example_figure(torch.rand(3, 60, 60), example, "bkg", title="a.jpg: 30 Bkg", max_boxes=4)
     (outline,) = [t for t in figure.data if t.type == "scatter"]
     assert len(outline.x) == 4 * 6  # four boxes of five corners and a gap
-    assert figure.layout.title.text == "a.jpg: 30 Bkg (the 4 best scored drawn)"
+    assert figure.layout.title.text == "a.jpg: 30 Bkg, 4 best drawn"

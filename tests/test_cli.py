@@ -50,13 +50,14 @@ def test_demo_quick_then_predict_and_eval(tmp_path):
 
     pred = tmp_path / "pred"
     done = subprocess.run(
-        cmd + ["predict", "--checkpoint", str(out / "run"), str(out / "synthetic" / "val"), "--out", str(pred),
-               "--device", "cpu", "--set", "postprocess.score_thresh=0.0"],
+        cmd + ["predict", "--checkpoint", str(out / "run"), str(out / "synthetic" / "val"), "postprocess.score_thresh=0.0",
+               "--out", str(pred), "--device", "cpu"],
         capture_output=True, text=True,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     records = json.loads((pred / "detections.json").read_text())
-    assert records and {"file_name", "bbox", "score", "level", "centerness"} <= records[0].keys()
+    assert records and {"file_name", "bbox", "score", "level", "centerness", "category_name"} <= records[0].keys()
+    assert "000001.jpg (image 1): " in done.stdout  # the synthetic files are named by their COCO ids
     assert list(pred.glob("*_detections.jpg"))
 
     done = subprocess.run(

@@ -20,9 +20,9 @@ from pathlib import Path
 # passive waiting costs little on an idle machine. Must be set before torch loads OpenMP.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import torch  # noqa: E402
+import torch
 
-from fcos_lab.analysis.statistics import PAPER_VALUES, ROW_LABELS, compute_statistics, format_table  # noqa: E402
+from fcos_lab.analysis.statistics import PAPER_VALUES, ROW_LABELS, compute_statistics, format_table
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ANN = ROOT / ".." / "shared" / "data" / "coco" / "annotations" / "instances_val2017_bboxonly_DERIVED.json"

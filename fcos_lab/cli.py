@@ -19,6 +19,7 @@ from fcos_lab.threads import prefer_passive_wait
 EPILOG = """overrides are dotted KEY=VALUE arguments, the same for every command, e.g.
   train.max_iters=200 model.backbone=resnet101 postprocess.nms_thresh=0.5
 presets: see `fcos-lab presets`"""
+PREDICT_LINES = 20  # images reported one by one by fcos-lab predict; beyond, a total
 OVERRIDE_PATTERN = re.compile(r"^(model|assign|loss|postprocess|input|train|data)\.[A-Za-z_]\w*=")
 
 
@@ -70,7 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="checkpoint file or run folder")
     p.add_argument("--out", default="runs/predict", help="output folder (default: %(default)s)")
-    p.add_argument("--render-thresh", type=float, default=0.3, help="score threshold for drawn boxes")
+    p.add_argument("--render-thresh", type=float, default=0.3,
+                   help="score threshold of the boxes drawn (detections.json keeps them all; default: %(default)s)")
+    p.add_argument("--ann", help="COCO annotation JSON whose file_names give the image ids (else: integer file "
+                                 "stems, as COCO's 000000000139.jpg = 139; else running numbers)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_KEY=VALUE",
                    help="image files or folders, and dotted config overrides (section.field=value)")
@@ -245,10 +249,16 @@ def _cmd_predict(args) -> int:
     if not args.inputs:
         raise FcosLabError("predict needs at least one image file or folder")
     loaded = _load(args)
-    path = predict_images(loaded.model, loaded.config, args.inputs, args.out,
-                          class_names=list(loaded.class_names) or None, category_ids=list(loaded.category_ids) or None,
-                          device=loaded.device, render_thresh=args.render_thresh)
-    print(f"wrote {path} and rendered images in {path.parent}")
+    path, images = predict_images(loaded.model, loaded.config, args.inputs, args.out,
+                                  class_names=list(loaded.class_names) or None,
+                                  category_ids=list(loaded.category_ids) or None, device=loaded.device,
+                                  render_thresh=args.render_thresh, ann_file=args.ann)
+    for image in images[:PREDICT_LINES]:
+        print(image.describe(args.render_thresh))
+    if len(images) > PREDICT_LINES:
+        drawn, total = sum(i.drawn for i in images), sum(i.detections for i in images)
+        print(f"... {len(images)} images in all: {drawn} of {total} detections drawn, {total - drawn} held back")
+    print(f"wrote {path} (every detection, with image_id and category_name) and rendered images in {path.parent}")
     return 0
 
 
@@ -314,7 +324,6 @@ def _cmd_import_weights(args) -> int:
 
 def _cmd_export(args) -> int:
     from fcos_lab.interop.onnx import export_onnx
-
     from fcos_lab.runs import load_detector
 
     loaded = load_detector(args.checkpoint)
@@ -331,12 +340,17 @@ def _cmd_workshop(args) -> int:
 
 
 def _cmd_presets(args) -> int:
+    from fcos_lab.paper import rows_of_preset
     from fcos_lab.presets import PRESETS
 
+    print(f"{'preset':30s} {'backbone':17s} {'P6/P7':5s} {'head':4s} {'ctr':4s} {'box':4s} {'radius':6s} {'loss':10s} "
+          f"{'nms':4s} paper rows (fcos_lab/paper.py) and their first number")
     for name, config in PRESETS.items():
         m, a, l, p = config.model, config.assign, config.loss, config.postprocess
-        print(f"{name:30s} {m.backbone:17s} P6/P7<-{m.p6p7_from} head_norm={m.head_norm} ctr_on={m.centerness_on} "
-              f"box={m.box_param} radius={a.center_sampling_radius} loss={l.box_loss} nms={p.nms_thresh}")
+        rows = "; ".join(f"{row.table} \"{row.row}\"" + "".join(f" ({k} {v})" for k, v in list(row.values.items())[:1])
+                         for row in rows_of_preset(name)) or "-"
+        print(f"{name:30s} {m.backbone:17s} {m.p6p7_from:5s} {m.head_norm:4s} {m.centerness_on:4s} {m.box_param:4s} "
+              f"{a.center_sampling_radius:<6g} {l.box_loss:10s} {p.nms_thresh:<4g} {rows}")
     return 0
 
 

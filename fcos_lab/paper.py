@@ -189,3 +189,13 @@ def reference_row(row: PaperRow) -> str:
     if row.table in _AGAINST_FIRST:
         return labels[0] if index else ""
     return _PAIRS.get((row.table, row.row), "")
+
+
+def rows_of_preset(preset: str) -> tuple[PaperRow, ...]:
+    """The rows a preset reproduces as it stands (no overrides at training or test time), in table order.
+
+    ``fcos_r50_fpn_1x`` is Table 3's "FCOS, P5, GN, nms .60" and Table 4's learned center-ness; a preset that
+    only serves as the base of rows with overrides (or none, like the demo) has no row.
+    """
+    return tuple(row for rows in TABLES.values() for row in rows
+                 if row.preset == preset and not row.overrides and not row.eval_overrides)

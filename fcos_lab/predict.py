@@ -255,6 +255,56 @@ def list_images(inputs: list[str | Path]) -> list[Path]:
     return paths
 
 
+def image_ids_for_files(paths: list[Path], ann_file: str | Path | None = None) -> list[int]:
+    """The COCO image id of each image file, so that ``detections.json`` can be evaluated against its dataset.
+
+    In order: the id of the image of the same file name (base name) in ``ann_file``; else the integer file stem,
+    as COCO names its images (``000000000139.jpg`` is image 139); else a running number after the largest id
+    found so far, so that no two files share an id.
+
+    Raises:
+        DataError: two files would get the same id (naming both), or ``ann_file`` cannot be read.
+    """
+    by_name: dict[str, int] = {}
+    if ann_file is not None:
+        from fcos_lab.data.coco_annotations import load_coco_annotations
+
+        coco = load_coco_annotations(ann_file, require_annotations=False)
+        by_name = {Path(record["file_name"]).name: int(image_id) for image_id, record in coco.imgs.items()}
+    known = [by_name.get(p.name, int(p.stem) if p.stem.isdigit() else None) for p in paths]
+    next_id = max((i for i in known if i is not None), default=0)
+    ids, owner = [], {}
+    for path, image_id in zip(paths, known):
+        if image_id is None:
+            next_id += 1
+            image_id = next_id
+        if image_id in owner:
+            raise DataError(f"{path} and {owner[image_id]} would both be image {image_id} in detections.json")
+        owner[image_id] = path
+        ids.append(image_id)
+    return ids
+
+
+@dataclass(frozen=True)
+class PredictedImage:
+    """What ``fcos-lab predict`` did with one image: its id, how many detections, how many drawn, the best score."""
+
+    file_name: str
+    image_id: int
+    detections: int
+    drawn: int
+    top_score: float | None
+
+    def describe(self, render_thresh: float) -> str:
+        """One line: ``000000000139.jpg (image 139): 2 of 14 detections drawn (score >= 0.30), 12 held back; top score 0.62``."""
+        top = "no detection" if self.top_score is None else f"top score {self.top_score:.3f}"
+        line = (f"{self.file_name} (image {self.image_id}): {self.drawn} of {self.detections} detections drawn "
+                f"(score >= {render_thresh:.2f}), {self.detections - self.drawn} held back; {top}")
+        if self.detections and not self.drawn:
+            line += " -> nothing drawn: lower --render-thresh to see them"
+        return line
+
+
 def predict_images(
     model: FCOS,
     config: Config,
@@ -266,10 +316,16 @@ def predict_images(
     device: torch.device | str = "cpu",
     render: bool = True,
     render_thresh: float = 0.3,
-) -> Path:
+    ann_file: str | Path | None = None,
+) -> tuple[Path, list[PredictedImage]]:
     """Detect objects in image files or folders; write ``detections.json`` and rendered images to ``out_dir``.
 
-    Records carry ``file_name`` and a running ``image_id``; returns the path of ``detections.json``.
+    Records carry ``file_name``, the image's COCO id (:func:`image_ids_for_files`, with ``ann_file`` if given),
+    ``category_id`` (the checkpoint's id of the class) and ``category_name`` (its name in ``class_names``). All
+    detections are written; only those of score >= ``render_thresh`` are drawn.
+
+    Returns:
+        The path of ``detections.json`` and, per image, what was detected and drawn.
     """
     from fcos_lab.data.coco import load_image
     from fcos_lab.detections_file import save_detections
@@ -278,21 +334,25 @@ def predict_images(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model.to(device)
+    paths = list_images(inputs)
     records: list[dict[str, Any]] = []
     threads = ThreadGovernor()
-    for image_id, path in enumerate(list_images(inputs), start=1):
+    report = []
+    for image_id, path in zip(image_ids_for_files(paths, ann_file), paths):
         threads.step()
         image = load_image(path)
         det = detect(model, config, [image])[0].to("cpu")
-        for record in detections_to_coco(det, image_id, category_ids):
-            record["file_name"] = path.name
-            records.append(record)
+        names = [class_names[c] if class_names and 0 <= c < len(class_names) else str(c) for c in det.labels.tolist()]
+        for record, name in zip(detections_to_coco(det, image_id, category_ids), names):
+            records.append({**record, "category_name": name, "file_name": path.name})
+        keep = det.scores >= render_thresh
+        report.append(PredictedImage(path.name, image_id, len(det.scores), int(keep.sum()),
+                                     float(det.scores.max()) if len(det.scores) else None))
         if render:
-            keep = det.scores >= render_thresh
             picture = draw_detections(
                 image, det.boxes[keep], det.labels[keep], det.scores[keep], class_names,
                 levels=det.levels[keep],
             )
             picture.save(out_dir / f"{path.stem}_detections.jpg", quality=90)
     threads.close()
-    return save_detections(out_dir / "detections.json", records)
+    return save_detections(out_dir / "detections.json", records), report

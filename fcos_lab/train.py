@@ -41,9 +41,9 @@ from fcos_lab.distributed import init_distributed, resolve_device, seed_everythi
 from fcos_lab.errors import ConfigError, FcosLabError
 from fcos_lab.model.detector import FCOSOutput, build_model
 from fcos_lab.objective import Objective
+from fcos_lab.precision import announce, resolve_precision
 from fcos_lab.runs import json_safe, write_json
 from fcos_lab.targets import GroundTruth, ground_truth_of
-from fcos_lab.precision import announce, resolve_precision
 from fcos_lab.threads import ThreadGovernor
 
 

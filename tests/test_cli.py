@@ -56,7 +56,8 @@ def test_demo_quick_then_predict_and_eval(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     records = json.loads((pred / "detections.json").read_text())
-    assert records and {"file_name", "bbox", "score", "level", "centerness"} <= records[0].keys()
+    assert records and {"file_name", "bbox", "score", "level", "centerness", "category_name"} <= records[0].keys()
+    assert "000001.jpg (image 1): " in done.stdout  # the synthetic files are named by their COCO ids
     assert list(pred.glob("*_detections.jpg"))
 
     done = subprocess.run(
@@ -124,3 +125,70 @@ def test_overrides_are_taken_one_way_by_every_command():
         parse(["predict", "--checkpoint", "c", "img.jpg", "--set", override])
     with pytest.raises(SystemExit):
         parse(["presets", override])
+
+
+@pytest.fixture
+def untrained_run(tmp_path):
+    """A run folder holding an untrained fcos_demo_r18 (its scores are all low), with class names and COCO ids."""
+    import torch
+
+    from fcos_lab.checkpoint import save_checkpoint
+    from fcos_lab.model.detector import build_model
+    from fcos_lab.presets import resolve
+
+    torch.manual_seed(0)
+    config = resolve("fcos_demo_r18")
+    run = tmp_path / "run"
+    run.mkdir()
+    save_checkpoint(run / "model_final.pt", build_model(config), config, iteration=0,
+                    class_names=["circle", "square", "triangle", "cross", "ring"], category_ids=[11, 12, 13, 14, 15])
+    return run
+
+
+def test_predict_reports_what_it_drew_and_writes_coco_ids_and_names(tmp_path, capsys, untrained_run):
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("000000000139.jpg", "cat.png", "dog.png"):
+        Image.new("RGB", (96, 64), (120, 60, 30)).save(images / name)
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({"images": [{"id": 777, "file_name": "sub/cat.png", "width": 96, "height": 64}],
+                               "categories": [{"id": 11, "name": "circle"}], "annotations": []}))
+    out = tmp_path / "pred"
+    code = main(["predict", "--checkpoint", str(untrained_run), str(images), "postprocess.score_thresh=0.0",
+                 "--out", str(out), "--device", "cpu", "--ann", str(ann)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    records = json.loads((out / "detections.json").read_text())
+    # The COCO id from the file stem, from the annotation file, and a running number after the largest (777).
+    ids = {r["file_name"]: r["image_id"] for r in records}
+    assert ids == {"000000000139.jpg": 139, "cat.png": 777, "dog.png": 778}
+    names = dict(zip([11, 12, 13, 14, 15], ["circle", "square", "triangle", "cross", "ring"]))
+    assert records and all(names[r["category_id"]] == r["category_name"] for r in records)
+    # Untrained: every score is far below the default --render-thresh 0.3, and the output says so.
+    lines = captured.out.splitlines()
+    line = next(line for line in lines if line.startswith("000000000139.jpg (image 139): 0 of "))
+    top = max(r["score"] for r in records if r["image_id"] == 139)
+    assert f"held back; top score {top:.3f} -> nothing drawn: lower --render-thresh" in line
+    assert len([line for line in lines if "-> nothing drawn" in line]) == 3
+
+
+def test_predict_refuses_two_files_of_one_image_id(tmp_path, capsys, untrained_run):
+    from PIL import Image
+
+    for name in ("7.jpg", "7.png"):
+        Image.new("RGB", (64, 64)).save(tmp_path / name)
+    code = main(["predict", "--checkpoint", str(untrained_run), str(tmp_path / "7.jpg"), str(tmp_path / "7.png"),
+                 "--out", str(tmp_path / "pred"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "7.png and" in err and "would both be image 7" in err and "Traceback" not in err
+
+
+def test_presets_print_a_header_and_the_paper_rows(capsys):
+    assert main(["presets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["preset", "backbone", "P6/P7"] and "paper rows" in lines[0]
+    row = next(line for line in lines if line.startswith("fcos_imprv_r50_fpn_1x "))
+    assert row.endswith('Table 3 "+ Normalization" (AP 38.6)')
+    assert next(line for line in lines if line.startswith("fcos_demo_r18 ")).endswith(" -")

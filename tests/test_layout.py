@@ -140,9 +140,7 @@ def assign_calls(code: str) -> int:
         if not isinstance(node, ast.Call):
             continue
         func = node.func
-        if isinstance(func, ast.Name) and func.id in functions:
-            count += 1
-        elif isinstance(func, ast.Attribute) and func.attr == "assign" and ast.unparse(func.value) in modules:
+        if isinstance(func, ast.Name) and func.id in functions or isinstance(func, ast.Attribute) and func.attr == "assign" and ast.unparse(func.value) in modules:
             count += 1
     return count
 

@@ -11,9 +11,12 @@ import app_data
 import fcos_app
 import inputs
 import streamlit as st
+import widgets
+from widgets import kept
 
 from fcos_lab.analysis.image_assignment import objective_variant, ranges_from_boundaries
 from fcos_lab.analysis.recall_ambiguity import recall_and_ambiguity
+from fcos_lab.paper import CENTER_SAMPLING_RADIUS
 from fcos_lab.predict import with_input_size
 from fcos_lab.presets import get_preset
 from fcos_lab.viz.dataset_statistics import box_size_histogram_figure
@@ -26,30 +29,37 @@ st.caption(
     "the boxes of the annotation file resized as in training; no image is read."
 )
 
-source = st.radio("Annotations", ["Synthetic demo data", "COCO-format file"], horizontal=True, key="stats_source")
+source = kept(st.radio, "Annotations", key="stats_source", default="Synthetic demo data",
+              options=["Synthetic demo data", "COCO-format file"], horizontal=True)
 if source == "COCO-format file":
-    ann_file = st.text_input("Annotation file (COCO JSON)", key="stats_ann").strip()
+    ann_file = kept(st.text_input, "Annotation file (COCO JSON)", key="stats_ann", default="").strip()
     if not ann_file:
         st.info("Type the path of a COCO-format annotation file.")
         st.stop()
 else:
     ann_file = str(fcos_app.synthetic_dataset(str(app_data.app_data_dir())).val_ann)
 
-preset = get_preset(fcos_app.preset_picker("Preset (input size, strides, size ranges)", key="stats_preset"))
+preset = get_preset(widgets.preset_picker("Preset (input size, strides, size ranges)", key="stats_preset"))
+widgets.follow_preset("stats_preset_seen", preset.name, {
+    "stats_min": preset.input.min_size,
+    "stats_strides": ", ".join(map(str, preset.model.strides)),
+    "stats_bounds": ", ".join(f"{hi:g}" for _, hi in preset.assign.size_ranges[:-1]),
+    "stats_cs": preset.assign.center_sampling_radius > 0,
+    "stats_radius": float(preset.assign.center_sampling_radius or CENTER_SAMPLING_RADIUS),
+})
 left, middle, right = st.columns(3)
-min_size = left.number_input("Shorter side (px)", 64, 2048, preset.input.min_size, step=32,
-                             key=f"stats_min|{preset.name}")
-max_images = left.number_input("At most this many images", 1, 100000, 500, step=100, key="stats_max_images",
-                               help="The recomputation is live; large files are cut to their first images.")
-strides_text = middle.text_input("Strides", ", ".join(map(str, preset.model.strides)), key=f"strides|{preset.name}")
-bounds_text = middle.text_input("Size range boundaries between levels (first range from 0, last to inf)",
-                                ", ".join(f"{hi:g}" for _, hi in preset.assign.size_ranges[:-1]),
-                                key=f"bounds|{preset.name}")
-fpn = right.toggle("FPN; off: P4 only (stride 16, no size limit)", value=True, key="stats_fpn")
-center_sampling = right.toggle("Center sampling", value=preset.assign.center_sampling_radius > 0,
-                               key=f"stats_cs|{preset.name}")
-radius = right.slider("Radius (strides)", 0.25, 4.0, float(preset.assign.center_sampling_radius or 1.5), step=0.25,
-                      key=f"stats_radius|{preset.name}", disabled=not center_sampling)
+min_size = kept(left.number_input, "Shorter side (px)", key="stats_min", default=preset.input.min_size,
+                min_value=64, max_value=2048, step=32)
+max_images = kept(left.number_input, "At most this many images", key="stats_max_images", default=500,
+                  min_value=1, max_value=100000, step=100,
+                  help="The recomputation is live; large files are cut to their first images.")
+strides_text = kept(middle.text_input, "Strides", key="stats_strides", default="")
+bounds_text = kept(middle.text_input, "Size range boundaries m3 ... (m2 = 0, last = inf)", key="stats_bounds",
+                   default="")
+fpn = kept(right.toggle, "FPN; off: P4 only (stride 16, no size limit)", key="stats_fpn", default=True)
+center_sampling = kept(right.toggle, "Center sampling", key="stats_cs", default=False)
+radius = kept(right.slider, "Radius (strides)", key="stats_radius", default=CENTER_SAMPLING_RADIUS, min_value=0.25,
+              max_value=4.0, step=0.25, disabled=not center_sampling)
 
 with fcos_app.guard():
     strides = inputs.parse_numbers(strides_text, "strides", integers=True)
@@ -62,6 +72,12 @@ with fcos_app.guard():
     started = time.perf_counter()
     stats = recall_and_ambiguity(data.boxes, objective)
 
+sampling = objective.center_sampling_radius
+st.caption(
+    f"Computed with: shorter side {config.input.min_size} px; strides {', '.join(map(str, objective.strides))}; "
+    f"size ranges {', '.join(f'[{lo:g}, {hi:g}]' for lo, hi in objective.size_ranges)}; "
+    f"center sampling {f'on, radius {sampling:g} strides' if sampling > 0 else 'off'}; at most {int(max_images)} images."
+)
 columns = st.columns(4)
 columns[0].metric("Best possible recall", fcos_app.percent(stats["best_possible_recall"]),
                   help=f"{stats['recalled_boxes']} of {stats['num_boxes']} boxes")
@@ -72,7 +88,8 @@ columns[3].metric("Boxes / images", f"{stats['num_boxes']} / {stats['num_images'
 st.caption("Paper, COCO minival at 800 px: BPR 98.40 % with FPN, 95.55 % P4 only; ambiguous samples 7.14 % "
            "with FPN, 23.16 % P4 only (3.75 % and 17.84 % across classes).")
 st.plotly_chart(box_size_histogram_figure(data.widths, data.heights, objective), key="size_histogram")
-st.dataframe(stats["per_level"], hide_index=True)
+with st.expander("Per level: boxes, positive and ambiguous locations"):  # collapsed: lighter page switches
+    st.dataframe(stats["per_level"], hide_index=True)
 if data.num_images > len(data.boxes.image_ids):
     st.caption(f"{len(data.boxes.image_ids)} of the file's {data.num_images} images have usable boxes or fit the limit; "
                f"{data.num_crowd} crowd boxes left out, {data.num_degenerate} degenerate boxes dropped.")

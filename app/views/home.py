@@ -1,4 +1,4 @@
-"""Home: what each page shows, and where the app keeps its files."""
+"""Home: what each page shows, and where the app keeps and finds its files. Loads without torch (see main.py)."""
 
 import app_data
 import streamlit as st
@@ -15,15 +15,17 @@ st.page_link("views/detections.py", label="Detections: a checkpoint on an image,
 st.page_link("views/dataset_statistics.py", label="Dataset statistics: box sizes, best possible recall, ambiguity "
              "(Tables 1-2)", icon=":material/bar_chart:")
 st.page_link("views/runs.py", label="Runs: training curves and evaluation results", icon=":material/show_chart:")
+st.page_link("views/errors.py", label="Errors: TIDE's error types by FPN level and center-ness, with example images",
+             icon=":material/error:")
 
 data_dir = app_data.app_data_dir()
-run_dir = app_data.default_run_dir()
 st.subheader("Files")
 st.markdown(
+    f"- Run folders: every folder under `{app_data.runs_root()}` (`${app_data.RUNS_ENV}`) and `{data_dir}` that "
+    "holds a training log or a checkpoint (`fcos-lab demo` writes `runs/demo/run`; `fcos-lab train`, the "
+    "notebooks and `fcos-lab import-weights` write theirs); each page lists them in its sidebar, newest first.\n"
     f"- App cache folder (`${app_data.APP_DATA_ENV}`): `{data_dir}`\n"
     f"- Synthetic demo data: `{data_dir / 'synthetic'}` "
-    f"({'present' if (data_dir / 'synthetic' / 'synthetic.json').is_file() else 'written on first use'})\n"
-    f"- Default checkpoint: `{run_dir}` ({'present' if run_dir.is_dir() else 'none yet'})"
+    f"({'present' if (data_dir / 'synthetic' / 'synthetic.json').is_file() else 'written on first use'})"
 )
-if not run_dir.is_dir():
-    st.info(f"Pages that need a checkpoint look in `{run_dir}`. Make one with `{app_data.demo_command()}`.")
+st.info("No run yet? `fcos-lab demo --quick` makes one in about a minute on a CPU (`fcos-lab demo`: the full demo).")

@@ -1,23 +1,27 @@
-"""Runs: training curves and evaluation results of run folders."""
+"""Runs: training curves and evaluation results of run folders (every run found under ``runs/``, or typed)."""
 
 import app_data
 import fcos_app
 import streamlit as st
+import widgets
+from widgets import kept
 
 from fcos_lab.errors import FcosLabError
-from fcos_lab.runs import find_runs, read_run
+from fcos_lab.runs import read_run
 from fcos_lab.viz.curves import training_curves_figure
 
 st.title("Runs")
-st.caption("Run folders written by `fcos-lab train` or `fcos-lab demo`: metrics.jsonl (training log and "
-           "evaluation rows), metrics.json (final COCO evaluation), config.json and checkpoints.")
+st.caption("Run folders written by `fcos-lab train`, `fcos-lab demo` or `fcos-lab import-weights`: metrics.jsonl "
+           "(training log and evaluation rows), metrics.json (final COCO evaluation), config.json and checkpoints.")
 
-found = find_runs(app_data.app_data_dir())
-text = st.text_area("Run folders, one per line", "\n".join(map(str, found)), key="run_dirs", height=90)
-folders = [line.strip() for line in text.splitlines() if line.strip()]
+found = fcos_app.run_folders(str(app_data.runs_root()), str(app_data.app_data_dir()))
+chosen = kept(st.multiselect, f"Runs found under `{app_data.runs_root()}` and `{app_data.app_data_dir()}` "
+              "(newest first)", key="runs_shown", default=found[:3], options=found, placeholder="none")
+text = kept(st.text_area, "Other run folders, one per line", key="run_dirs", default="", height=70)
+folders = [*chosen, *(line.strip() for line in text.splitlines() if line.strip())]
 if not folders:
-    st.info("No run folder given.")
-    fcos_app.how_to_make_checkpoint()
+    st.info("No run folder chosen." if found else "No run folder found.")
+    widgets.how_to_make_checkpoint()
     st.stop()
 
 runs = []
@@ -27,7 +31,7 @@ for folder in folders:
     except FcosLabError as error:
         st.error(str(error))
 if not runs:
-    fcos_app.how_to_make_checkpoint()
+    widgets.how_to_make_checkpoint()
     st.stop()
 
 summary_keys = ("AP", "AP50", "AP75", "APs", "APm", "APl")

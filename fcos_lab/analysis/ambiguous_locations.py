@@ -19,10 +19,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import Tensor
-
-import numpy as np
 
 from fcos_lab.analysis.dataset_boxes import boxes_for_config
 from fcos_lab.analysis.recall_ambiguity import batches

@@ -20,8 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fcos_lab.analysis.experiments import (TABLE_EVALUATION, centerness_at_test_time, evaluate_checkpoint,
-                                           record_not_measured, record_row, run_row, run_rows, select_rows)
+from fcos_lab.analysis.experiments import (
+    TABLE_EVALUATION,
+    centerness_at_test_time,
+    evaluate_checkpoint,
+    record_not_measured,
+    record_row,
+    run_row,
+    run_rows,
+    select_rows,
+)
 from fcos_lab.analysis.report import Results
 from fcos_lab.analysis.scales import COCO, ScaleSettings, first_images_file
 from fcos_lab.errors import CheckpointError, ConfigError

@@ -15,8 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fcos_lab.analysis.scales import ScaleSettings
 from fcos_lab.config import Config
+from fcos_lab.errors import DataError
 
 
 def detections_from_ambiguous_locations(ann_file: str | Path, detections: Sequence[dict[str, Any]], config: Config,
@@ -83,16 +86,39 @@ def fiftyone_errors(ann_file: str | Path, images_dir: str | Path, detections: Se
 # Figures 3 and 8: one image at a time
 
 
-def figure3_data(checkpoint: str | Path, val_ann: str | Path, val_images: str | Path, image_index: int = 0, *,
-                 overrides: Sequence[str] = ()) -> dict[str, Any]:
+def figure3_image_id(val_ann: str | Path, config: Config, max_boxes: int = 15) -> int:
+    """The validation image that shows Figure 3 best: objects on the most FPN levels, then the most objects (at
+    most ``max_boxes`` count: beyond, a figure gets crowded), then the smallest id.
+
+    A box's level is where the location at its center regresses it: the size range holding half its longer
+    side, max(l*, t*, r*, b*) there (Section 3.2), with the boxes resized as ``config`` trains.
+    """
+    from fcos_lab.analysis.dataset_boxes import load_dataset_boxes
+
+    padded = load_dataset_boxes(val_ann, config).boxes
+    if not len(padded.image_ids):
+        raise DataError(f"{val_ann}: no image with a usable box for Figure 3")
+    sides = (padded.boxes[..., 2:] - padded.boxes[..., :2]).amax(dim=-1).numpy() / 2  # [N, M]
+    ranges = np.asarray(config.assign.size_ranges, dtype=float)  # [L, 2]
+    on_level = (sides[..., None] >= ranges[:, 0]) & (sides[..., None] <= ranges[:, 1])  # [N, M, L]
+    on_level &= padded.valid.numpy()[..., None]
+    levels = on_level.any(axis=1).sum(axis=1)
+    count = np.minimum(padded.valid.sum(1).numpy(), max_boxes)
+    return int(padded.image_ids[np.lexsort((padded.image_ids, -count, -levels))[0]])
+
+
+def figure3_data(checkpoint: str | Path, val_ann: str | Path, val_images: str | Path,
+                 image_index: int | None = None, *, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Center-ness on one validation image (Figure 3): the Eq. (3) targets and the trained model's prediction.
 
     The targets are the training assignment of the checkpoint's config on the image as its data loader
-    resizes it; the prediction is the network on the same image. ``overrides`` are dotted overrides on the
-    checkpoint's config (``input.min_size=320``).
+    resizes it; the prediction is the network on the same image. ``image_index`` picks the image in the
+    file's order; None picks :func:`figure3_image_id` (objects at several scales). ``overrides`` are dotted
+    overrides on the checkpoint's config (``input.min_size=320``).
 
     Returns:
-        ``image`` (``[3, h, w]`` in the model's input frame), ``image_id``, ``assignment``
+        ``image`` (``[3, h, w]`` in the model's input frame), ``image_id``, ``boxes`` (``[M, 4]`` xyxy in that
+        frame), ``assignment``
         (:class:`~fcos_lab.analysis.image_assignment.ImageAssignment`), ``target_grids`` and ``predicted_grids``
         (one :class:`~fcos_lab.analysis.centerness_maps.LevelGrid` per level; targets NaN on background,
         predictions NaN in the padding), ``names`` (P3...) and ``class_names``.
@@ -108,7 +134,10 @@ def figure3_data(checkpoint: str | Path, val_ann: str | Path, val_images: str | 
     config = loaded.config
     objective = Objective.from_config(config)
     dataset = open_dataset(val_ann, val_images, config)
-    image_id = dataset.image_ids[image_index % len(dataset.image_ids)]
+    if image_index is None:
+        image_id = figure3_image_id(val_ann, config)
+    else:
+        image_id = dataset.image_ids[image_index % len(dataset.image_ids)]
     sample = dataset_sample(dataset, image_id)
     resized = resize_sample(sample, config)
     assignment = assign_image(objective, tuple(resized.image.shape[-2:]), resized.boxes, resized.labels,
@@ -122,7 +151,7 @@ def figure3_data(checkpoint: str | Path, val_ann: str | Path, val_images: str | 
                         level_name=name)["center-ness"]
         for level, name in enumerate(objective.level_names)
     ]
-    return {"image": resized.image, "image_id": image_id, "assignment": assignment,
+    return {"image": resized.image, "image_id": image_id, "boxes": resized.boxes, "assignment": assignment,
             "target_grids": target_centerness_grids(assignment), "predicted_grids": predicted,
             "names": objective.level_names, "class_names": loaded.class_names}
 

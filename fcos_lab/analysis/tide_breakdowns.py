@@ -239,15 +239,17 @@ def analyze_errors(coco: COCO, detections: Sequence[dict[str, Any]], config: Con
     return ErrorAnalysis(summary=_rounded(summary), errors=errors, groupings=groupings)
 
 
-def example_image_ids(analysis: ErrorAnalysis, error_type: str, *, grouping: str | None = None,
-                      group: str | None = None, limit: int = 12) -> list[int]:
-    """COCO ids of the images with the most errors of one type (in a group): what a click on a bar shows.
+def error_members(analysis: ErrorAnalysis, error_type: str, *, grouping: str | None = None,
+                  group: str | None = None) -> np.ndarray:
+    """Which detections ``[K]`` (boxes ``[M]`` for ``miss``) are errors of one type, in one group if given.
 
     Args:
         analysis: from :func:`analyze_errors`.
         error_type: ``cls``, ``loc``, ``both``, ``dupe``, ``bkg``, ``miss`` (or ``tp``).
         grouping, group: restrict to one group of one breakdown (e.g. ``"level"``, ``"P3"``).
-        limit: at most this many ids, most errors first (ties in the annotation file's image order).
+
+    Raises:
+        ConfigError: an unknown type, breakdown or group (the message lists the valid ones).
     """
     errors = analysis.errors
     if error_type not in (*DETECTION_TYPES, "miss"):
@@ -262,15 +264,67 @@ def example_image_ids(analysis: ErrorAnalysis, error_type: str, *, grouping: str
         members = errors.gt_type == MISS
         if chosen is not None:
             members &= chosen.boxes[group] if chosen.boxes is not None else False
-        image = errors.gt_image[members]
-    else:
-        members = errors.det_type == DETECTION_TYPES.index(error_type)
-        if chosen is not None:
-            members &= chosen.detections[group]
-        image = errors.det_image[members]
+        return members
+    members = errors.det_type == DETECTION_TYPES.index(error_type)
+    if chosen is not None:
+        members &= chosen.detections[group]
+    return members
+
+
+def example_image_ids(analysis: ErrorAnalysis, error_type: str, *, grouping: str | None = None,
+                      group: str | None = None, limit: int = 12) -> list[int]:
+    """COCO ids of the images with the most errors of one type (in a group): what a click on a bar shows.
+
+    Args:
+        analysis: from :func:`analyze_errors`.
+        error_type: ``cls``, ``loc``, ``both``, ``dupe``, ``bkg``, ``miss`` (or ``tp``).
+        grouping, group: restrict to one group of one breakdown (e.g. ``"level"``, ``"P3"``).
+        limit: at most this many ids, most errors first (ties in the annotation file's image order).
+    """
+    errors = analysis.errors
+    members = error_members(analysis, error_type, grouping=grouping, group=group)
+    image = (errors.gt_image if error_type == "miss" else errors.det_image)[members]
     count = np.bincount(image, minlength=len(errors.image_ids))
     order = np.lexsort((np.arange(len(count)), -count))
     return [int(errors.image_ids[i]) for i in order[:limit] if count[i] > 0]
+
+
+def _xyxy(xywh: Sequence[Sequence[float]]) -> np.ndarray:
+    boxes = np.asarray(xywh, dtype=float).reshape(-1, 4)
+    return np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
+
+
+def example_boxes(analysis: ErrorAnalysis, coco: COCO, detections: Sequence[Mapping[str, Any]], image_id: int,
+                  error_type: str, *, grouping: str | None = None, group: str | None = None) -> dict[str, Any]:
+    """What to draw on one example image: its ground truth and its errors of one type (in one group).
+
+    Returns:
+        ``gt_boxes`` ``[M, 4]`` xyxy (the image's non-crowd boxes), ``boxes`` ``[K, 4]`` xyxy (the error
+        detections by decreasing score, or the missed boxes for ``miss``), ``texts`` (class and score of
+        each), ``targets`` ``[K, 4]`` xyxy: the box each Cls, Loc or Dupe error points at (NaN where none).
+    """
+    errors = analysis.errors
+    members = error_members(analysis, error_type, grouping=grouping, group=group)
+    image_index = int(np.flatnonzero(errors.image_ids == image_id)[0])
+    annotations = [a for a in coco.imgToAnns.get(image_id, []) if not a.get("iscrowd", 0)]
+    name = {cid: cat.get("name", str(cid)) for cid, cat in coco.cats.items()}
+    ann_boxes = {a["id"]: a["bbox"] for a in coco.imgToAnns.get(image_id, [])}
+    if error_type == "miss":
+        chosen = np.flatnonzero(members & (errors.gt_image == image_index))
+        anns = [coco.anns[int(errors.gt_ann_ids[m])] for m in chosen]
+        boxes = _xyxy([a["bbox"] for a in anns])
+        texts = [f"miss: {name.get(a['category_id'], a['category_id'])}" for a in anns]
+        targets = np.full_like(boxes, np.nan)
+    else:
+        chosen = np.flatnonzero(members & (errors.det_image == image_index))
+        chosen = chosen[np.argsort(-errors.det_score[chosen], kind="stable")]
+        boxes = _xyxy([detections[k]["bbox"] for k in chosen])
+        texts = [f"{error_type}: {name.get(detections[k]['category_id'], detections[k]['category_id'])} "
+                 f"{detections[k]['score']:.2f}" for k in chosen]
+        pointed = [int(errors.gt_ann_ids[errors.det_gt[k]]) if errors.det_gt[k] >= 0 else None for k in chosen]
+        targets = np.stack([_xyxy([ann_boxes[a]])[0] if a in ann_boxes else np.full(4, np.nan) for a in pointed]) \
+            if pointed else np.zeros((0, 4))
+    return {"gt_boxes": _xyxy([a["bbox"] for a in annotations]), "boxes": boxes, "texts": texts, "targets": targets}
 
 
 def load_inputs(ann_file: str | Path, detections_file: str | Path) -> tuple[COCO, list[dict[str, Any]]]:

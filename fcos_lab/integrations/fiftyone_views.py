@@ -49,15 +49,15 @@ def paper_views(
     false_positive = F(eval_key) == "fp"
     views = {
         "fp-ambiguous": (
-            dataset.filter_labels(PRED_FIELD, false_positive & (F("ambiguous") == True)),  # noqa: E712 (Mongo)
+            dataset.filter_labels(PRED_FIELD, false_positive & (F("ambiguous") == True)),
             "false positives predicted at locations inside several candidate boxes",
         ),
         "fp-ambiguous-diff-class": (
-            dataset.filter_labels(PRED_FIELD, false_positive & (F("ambiguous_diff_class") == True)),  # noqa: E712
+            dataset.filter_labels(PRED_FIELD, false_positive & (F("ambiguous_diff_class") == True)),
             "false positives predicted at locations inside candidate boxes of different classes",
         ),
         "unrecallable-boxes": (
-            dataset.filter_labels(GT_FIELD, F("recallable") == False),  # noqa: E712
+            dataset.filter_labels(GT_FIELD, F("recallable") == False),
             "boxes no location is assigned to (best possible recall misses them)",
         ),
         "high-cls-low-centerness": (
@@ -118,11 +118,11 @@ def ambiguous_share(dataset: fo.Dataset, *, min_score: float = 0.0) -> dict[str,
         ``predictions`` (with a known location), ``ambiguous``, ``ambiguous_diff_class`` (counts) and
         ``ambiguous_percent``, ``ambiguous_diff_class_percent``.
     """
-    located = dataset.filter_labels(PRED_FIELD, (F("confidence") >= min_score) & (F("ambiguous") != None))  # noqa: E711
+    located = dataset.filter_labels(PRED_FIELD, (F("confidence") >= min_score) & (F("ambiguous") != None))
     objects = f"{PRED_FIELD}.detections"
     total = located.count(objects)
-    ambiguous = located.filter_labels(PRED_FIELD, F("ambiguous") == True).count(objects)  # noqa: E712
-    diff = located.filter_labels(PRED_FIELD, F("ambiguous_diff_class") == True).count(objects)  # noqa: E712
+    ambiguous = located.filter_labels(PRED_FIELD, F("ambiguous") == True).count(objects)
+    diff = located.filter_labels(PRED_FIELD, F("ambiguous_diff_class") == True).count(objects)
 
     def percent(count: int) -> float:
         return 100.0 * count / total if total else float("nan")

@@ -4,7 +4,8 @@ Dicts in, figures out: the input is the ``summary`` of :func:`fcos_lab.analysis.
 (or the ``errors.json`` that ``fcos-lab errors --out`` writes); nothing here computes a metric. Every bar
 carries its error type (``cls``, ``loc``, ``both``, ``dupe``, ``bkg``, ``miss``, ``FalsePos``, ``FalseNeg``)
 and group in ``customdata``, so that an app can answer a click with
-:func:`fcos_lab.analysis.tide_breakdowns.example_image_ids`. plotly is imported inside the functions.
+:func:`fcos_lab.analysis.tide_breakdowns.example_image_ids`; :func:`error_example_figure` draws one example
+image (:func:`fcos_lab.analysis.tide_breakdowns.example_boxes`). plotly is imported inside the functions.
 """
 
 from __future__ import annotations
@@ -12,8 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+from torch import Tensor
+
 from fcos_lab.analysis.tide import MAIN_ERRORS as ERROR_NAMES
 from fcos_lab.analysis.tide import SPECIAL_ERRORS as SPECIAL_NAMES
+from fcos_lab.viz.image_figures import add_boxes, box_outline_traces, image_figure
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -96,3 +101,35 @@ def breakdown_figures(summary: Mapping[str, Any]) -> dict[str, go.Figure]:
         for value in ("dAP", "counts"):
             figures[f"by_{grouping}_{value}"] = breakdown_figure(rows, grouping, value=value)
     return figures
+
+
+def error_example_figure(image: Tensor, example: Mapping[str, Any], error_type: str, *, title: str = "",
+                         height: int = 420, max_boxes: int = 10, max_labels: int = 8) -> go.Figure:
+    """One example image: its ground truth dashed white, the errors of one type in the type's colour, and
+    (for Cls, Loc and Dupe) the box each error points at, dotted white. Only the first ``max_boxes`` errors
+    (the best scored) are drawn, the first ``max_labels`` labelled where a label fits.
+
+    Args:
+        image: ``[3, H, W]`` in [0, 1], in the pixels of the annotation file.
+        example: :func:`fcos_lab.analysis.tide_breakdowns.example_boxes` of the image (xyxy boxes).
+        error_type: ``cls``, ``loc``, ``both``, ``dupe``, ``bkg`` or ``miss``.
+    """
+    figure = image_figure(image, height=height, gray=True)
+    gt = np.asarray(example["gt_boxes"]).reshape(-1, 4)
+    if len(gt):
+        figure.add_traces(box_outline_traces(gt, "white", width=1.5, dash="dash", halo=True, name="ground truth"))
+    targets = np.asarray(example["targets"]).reshape(-1, 4)[:max_boxes]
+    targets = targets[~np.isnan(targets).any(axis=1)]
+    if len(targets):
+        figure.add_traces(box_outline_traces(targets, "white", width=2.5, dash="dot", name="pointed at"))
+    color = ERROR_COLORS.get(error_type, "#e15759")
+    boxes = np.asarray(example["boxes"]).reshape(-1, 4)
+    drawn = boxes[:max_boxes]
+    scale = min(height / max(image.shape[-2], 1), 600 / max(image.shape[-1], 1))
+    add_boxes(figure, drawn, [color] * len(drawn), list(example["texts"])[:max_labels], width=3, name=error_type,
+              screen_per_pixel=scale)
+    name = ERROR_NAMES.get(error_type, error_type)
+    shown = f", {len(drawn)} best drawn" if len(drawn) < len(boxes) else ""
+    figure.update_layout(title=f"{title or f'{len(boxes)} {name} errors'}{shown}",
+                         showlegend=False, margin={"l": 5, "r": 5, "t": 40, "b": 5})
+    return figure

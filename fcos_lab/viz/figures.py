@@ -98,7 +98,7 @@ def paper_vs_measured_png(measurements: Sequence[Measurement], path: str | Path,
     ax.set_xlabel(f"{metric} ({rows[0].unit if rows else '%'})")
     ax.set_title(f"{title}: {metric}")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize="small")
+    figure.legend(loc="outside right upper", fontsize="small")  # beside the axes: it never covers a bar
     return _save_png(figure, path)
 
 
@@ -129,7 +129,7 @@ def per_level_png(per_level: Mapping[str, Mapping[str, Mapping[str, int]]], path
     ax.set_xticks(np.arange(len(levels)), levels)
     ax.set(title=f"{title}: {key.replace('_', ' ')}", ylabel=key.replace("_", " "))
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize="small")
+    figure.legend(loc="outside right upper", fontsize="small")  # beside the axes: it never covers a bar
     return _save_png(figure, path)
 
 
@@ -138,18 +138,22 @@ def per_level_png(per_level: Mapping[str, Mapping[str, Mapping[str, int]]], path
 
 
 def centerness_png(image: np.ndarray | Any, grids: Sequence[LevelGrid], path: str | Path, *,
-                   title: str = "Center-ness") -> Path:
+                   title: str = "Center-ness", boxes: np.ndarray | Any | None = None) -> Path:
     """Center-ness grids (one per level, NaN hidden) over the image, red 1 and blue 0 as in Figure 3.
+
+    The image is drawn in grey, so that the colours of the grids read the same on any object.
 
     Args:
         image: ``[3, H, W]`` float tensor in [0, 1] or ``[H, W, 3]`` array, in the frame of the grids.
         grids: one per level (:func:`fcos_lab.analysis.centerness_maps.target_centerness_grids`, or the
             ``"center-ness"`` map of :func:`~fcos_lab.analysis.centerness_maps.prediction_maps`); cell
             ``(i, j)`` is drawn centred on its location ``(x0 + j dx, y0 + i dy)``.
+        boxes: ``[M, 4]`` xyxy ground truth in the same frame, outlined on every panel (white over black).
     """
     from fcos_lab.viz.draw import to_pil
 
-    picture = np.asarray(to_pil(image))
+    picture = np.asarray(to_pil(image).convert("L").convert("RGB"))
+    outlines = np.zeros((0, 4)) if boxes is None else np.asarray(boxes, dtype=float).reshape(-1, 4)
     height, width = picture.shape[:2]
     columns = min(len(grids), 3)
     rows = math.ceil(len(grids) / max(columns, 1))
@@ -166,6 +170,9 @@ def centerness_png(image: np.ndarray | Any, grids: Sequence[LevelGrid], path: st
         extent = (level.x0 - level.dx / 2, level.x0 + level.dx * (grid.shape[1] - 0.5),
                   level.y0 + level.dy * (grid.shape[0] - 0.5), level.y0 - level.dy / 2)
         image_artist = ax.imshow(grid, cmap="jet", vmin=0, vmax=1, alpha=0.6, extent=extent, interpolation="nearest")
+        for x0, y0, x1, y1 in outlines:
+            for color, line in (("black", 2.2), ("white", 1.0)):
+                ax.plot([x0, x1, x1, x0, x0], [y0, y0, y1, y1, y0], color=color, linewidth=line)
         ax.set_xlim(0, width)
         ax.set_ylim(height, 0)
         ax.set_title(f"{level.name} (stride {level.stride})", fontsize="small")

@@ -19,7 +19,13 @@ import json
 import numpy as np
 import pytest
 
-from fcos_lab.analysis.tide_breakdowns import analyze_errors, example_image_ids, load_inputs
+from fcos_lab.analysis.tide_breakdowns import (
+    analyze_errors,
+    error_members,
+    example_boxes,
+    example_image_ids,
+    load_inputs,
+)
 from fcos_lab.analysis.tide_report import format_report
 from fcos_lab.cli import main as cli_main
 from fcos_lab.errors import ConfigError
@@ -109,6 +115,23 @@ def test_example_image_ids(analysis):
         example_image_ids(analysis, "Loc")
     with pytest.raises(ConfigError, match="no group 'P9'"):
         example_image_ids(analysis, "loc", grouping="level", group="P9")
+
+
+def test_example_boxes_draw_the_errors_and_what_they_point_at(files, analysis):
+    coco, detections = load_inputs(files["ann"], files["det"])
+    assert error_members(analysis, "bkg").tolist() == [False, False, True, True]
+    assert error_members(analysis, "loc", grouping="level", group="P5").tolist() == [False, True, False, False]
+    # Image 1's Loc error is f1 (dog [0, 0, 128, 128], score .72), pointing at B [32, 32, 162, 162] (xyxy).
+    example = example_boxes(analysis, coco, detections, 1, "loc", grouping="level", group="P5")
+    np.testing.assert_array_equal(example["gt_boxes"], [[0, 0, 128, 128], [32, 32, 162, 162]])
+    np.testing.assert_array_equal(example["boxes"], [[0, 0, 128, 128]])
+    np.testing.assert_array_equal(example["targets"], [[32, 32, 162, 162]])
+    assert example["texts"] == ["loc: dog 0.72"]
+    # Bkg points at nothing; image 2 has no box at all.
+    example = example_boxes(analysis, coco, detections, 2, "bkg")
+    np.testing.assert_array_equal(example["boxes"], [[10, 10, 30, 30]])
+    assert example["gt_boxes"].shape == (0, 4) and np.isnan(example["targets"]).all()
+    assert example_boxes(analysis, coco, detections, 1, "miss")["boxes"].shape == (0, 4)
 
 
 def test_report_answers_the_papers_question(analysis):

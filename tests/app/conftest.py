@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.app import browser
 from tests.conftest import IN_CI, REPO
 
 APP_DIR = REPO / "app"
@@ -40,7 +41,8 @@ def _shared_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def app_data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """``$FCOS_LAB_APP_DATA`` for the session: ``demo/run`` (quick demo), ``synthetic/``, ``coco_tiny/``."""
+    """``$FCOS_LAB_APP_DATA`` for the session: ``demo/run`` (quick demo), ``synthetic/``, ``coco_tiny/``;
+    ``$FCOS_LAB_RUNS`` an empty folder beside it."""
     import app_data as app_files
     from filelock import FileLock
 
@@ -50,8 +52,10 @@ def app_data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     base = _shared_base(tmp_path_factory)
     base.mkdir(parents=True, exist_ok=True)
     data = base / "app_data"
-    previous = os.environ.get(app_files.APP_DATA_ENV)
+    previous = {name: os.environ.get(name) for name in (app_files.APP_DATA_ENV, app_files.RUNS_ENV)}
     os.environ[app_files.APP_DATA_ENV] = str(data)
+    # Runs are looked for in an empty folder (and the app's own), never in the checkout's runs/.
+    os.environ[app_files.RUNS_ENV] = str(base / "runs")
     try:
         with FileLock(str(base / "app_data.lock")):
             if not (data / "ready").is_file():
@@ -61,10 +65,11 @@ def app_data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                 (data / "ready").write_text("ok\n")
         yield data
     finally:
-        if previous is None:
-            os.environ.pop(app_files.APP_DATA_ENV, None)
-        else:
-            os.environ[app_files.APP_DATA_ENV] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @pytest.fixture(scope="session")
@@ -77,4 +82,89 @@ def coco_tiny(app_data: Path) -> Path:
     return app_data / "coco_tiny"
 
 
-__all__ = ["APP_MAIN", "ARTIFACTS", "IN_CI"]
+
+
+# ---------------------------------------------------------------------------------------------- the browser tests
+
+PAGES = {  # url path -> title shown on the page
+    "": "FCOS lab",
+    "assignments": "Assignments",
+    "centerness": "Center-ness",
+    "detections": "Detections",
+    "dataset_statistics": "Dataset statistics",
+    "runs": "Runs",
+    "errors": "Errors",
+}
+# The checkout whose app the browser tests serve: this one, or an older one to see a test fail before its fix.
+CHECKOUT = Path(os.environ.get("FCOS_LAB_APP_CHECKOUT") or REPO)
+
+
+def chromium_executable() -> str:
+    """Debian's chromium; skip (or fail under CI=true) when it or Playwright is missing."""
+    path, problem = browser.find_chromium()
+    if problem:
+        if IN_CI:
+            pytest.fail(f"CI=true but {problem}")
+        pytest.skip(problem)
+    return path
+
+
+def serve(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) -> Iterator[str]:
+    """``streamlit run`` of the checkout under test with ``env``; fails the test with its log if it does not start."""
+    chromium_executable()  # skip before starting anything when there is no browser
+    log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
+    try:
+        with browser.streamlit_server(CHECKOUT, env, log_path) as url:
+            yield url
+    except RuntimeError as error:
+        pytest.fail(str(error))
+
+
+@pytest.fixture(scope="module")
+def server(app_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The app over the session's app data (the quick demo run, synthetic images); no other run folder."""
+    import app_data as app_files
+
+    yield from serve(tmp_path_factory, {app_files.APP_DATA_ENV: str(app_data),
+                                        app_files.RUNS_ENV: os.environ[app_files.RUNS_ENV]})
+
+
+@pytest.fixture(scope="module")
+def page(server: str):
+    """A headless chromium tab (Debian's), 1400 x 2000."""
+    with browser.browser_tab(chromium_executable()) as tab:
+        yield tab
+
+
+def open_page(tab, server: str, path: str) -> None:
+    """Load a page by its URL (a new session) and wait until it has run, without a traceback."""
+    tab.goto(f"{server}/{path}")
+    tab.get_by_role("heading", name=PAGES[path], exact=True).first.wait_for()
+    browser.wait_idle(tab)
+    assert_no_exception(tab)
+
+
+def assert_no_exception(tab) -> None:
+    exceptions = tab.locator('[data-testid="stException"]')
+    assert exceptions.count() == 0, exceptions.first.inner_text()
+
+
+@pytest.fixture(scope="session")
+def demo_detections(demo_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The quick demo's detections on its validation images at score threshold 0: every kind of TIDE error."""
+    import app_data as app_files
+
+    from fcos_lab.data.splits import coco_dataset
+    from fcos_lab.detections_file import save_detections
+    from fcos_lab.predict import predict_dataset
+    from fcos_lab.runs import load_detector
+
+    loaded = load_detector(demo_run, overrides=["postprocess.score_thresh=0.0"])
+    ann, images = app_files.run_validation_files(app_files.run_config(demo_run))
+    detections = predict_dataset(loaded.model, loaded.config, coco_dataset(loaded.config, ann, images),
+                                 category_ids=list(loaded.category_ids) or None)
+    return save_detections(tmp_path_factory.mktemp("detections") / "detections.json", detections)
+
+
+__all__ = ["APP_MAIN", "ARTIFACTS", "CHECKOUT", "IN_CI", "PAGES", "assert_no_exception", "chromium_executable", "open_page",
+           "serve"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -198,7 +200,11 @@ def test_load_detector_and_predictions(demo_run: Path, coco_tiny: Path) -> None:
     assert rows[0]["class"] in loaded.class_names and rows[0]["level"].startswith("P")
     figure = detections_figure(image, everything, loaded.class_names, gt_boxes=torch.tensor([[1.0, 2, 30, 40]]))
     assert figure.layout.title.text == f"{len(everything.boxes)} detections"
-    assert len(figure.layout.annotations) == min(25, len(everything.boxes))  # labels of the best 25 only
+    # Labels of the best 25 at most, fewer where one would cover another (tests/viz/test_image_figures.py).
+    assert 0 < len(figure.layout.annotations) <= min(25, len(everything.boxes))
+    legend = [t.name for t in figure.data if getattr(t, "legendgroup", None) == "classes"]
+    labels = everything.labels.tolist()
+    assert legend == [f"{loaded.class_names[c]} ({labels.count(c)})" for c in sorted(set(labels), key=labels.index)]
 
 
 def test_load_detector_refuses_another_preset_and_corrupt_files(demo_run: Path, tmp_path: Path) -> None:
@@ -238,3 +244,50 @@ def test_interactions_on_an_800_pixel_image_take_under_two_seconds(app_data: Pat
     timings["detections"] = time.perf_counter() - start
     print("interaction seconds on an 800-pixel image:", json.dumps({k: round(v, 3) for k, v in timings.items()}))
     assert max(timings.values()) < 2.0, timings
+
+
+# ---------------------------------------------------------------------------------------------- runs the app offers
+
+
+def test_the_app_finds_the_readme_demo_and_every_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     demo_run: Path) -> None:
+    """`fcos-lab demo` writes runs/demo/run and `fcos-lab import-weights` a folder with model_final.pt and
+    config.json: both are offered, newest first, with the app's own runs, each once."""
+    runs_root = tmp_path / "runs"
+    demo = runs_root / "demo" / "run"
+    shutil.copytree(demo_run, demo)
+    imported = runs_root / "torchvision_fcos"
+    imported.mkdir()
+    shutil.copy(demo_run / "model_final.pt", imported / "model_final.pt")
+    shutil.copy(demo_run / "config.json", imported / "config.json")
+    (runs_root / "notes").mkdir()  # not a run
+    monkeypatch.setenv(app_data.RUNS_ENV, str(runs_root))
+    monkeypatch.setenv(app_data.APP_DATA_ENV, str(demo_run.parent.parent))
+    os.utime(imported / "model_final.pt")  # the newest
+    found = app_data.find_app_runs()
+    assert found[0] == imported and set(found) == {imported, demo, demo_run}
+    monkeypatch.setenv(app_data.APP_DATA_ENV, str(runs_root / "app"))  # the default layout: app data inside runs/
+    (runs_root / "app").mkdir()
+    shutil.copytree(demo_run, runs_root / "app" / "demo" / "run")
+    found = app_data.find_app_runs()
+    assert len(found) == len({p.resolve() for p in found}) == 3
+
+
+def test_a_runs_config_gives_its_validation_files(demo_run: Path, tmp_path: Path) -> None:
+    config = app_data.run_config(demo_run)
+    assert config is not None and config.name == "fcos_demo_r18"
+    ann, images = app_data.run_validation_files(config)
+    assert ann == str(Path(config.data.synthetic_root) / "annotations" / "instances_val.json") and Path(ann).is_file()
+    assert Path(images).is_dir()
+    assert app_data.run_config(tmp_path) is None and app_data.run_validation_files(None) == ("", "")
+    (tmp_path / "config.json").write_text("{not json")
+    assert app_data.run_config(tmp_path) is None
+
+
+def test_the_classes_a_checkpoint_lacks() -> None:
+    import widgets
+
+    coco80 = ["person", "bicycle", "car", "motorcycle"]
+    torchvision91 = ["__background__", "person", "bicycle", "car", "motorcycle", "N/A"]
+    assert widgets.lacking_classes(coco80, torchvision91) == []  # placeholders are no classes
+    assert widgets.lacking_classes(["circle", "person", "N/A"], ["circle"]) == ["person"]

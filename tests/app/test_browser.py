@@ -1,150 +1,31 @@
 """The app in a real browser: ``streamlit run`` on localhost, driven by headless Chromium through Playwright.
 
 Opens every page, moves sliders and checks that what is drawn changes, uploads a file that is not an
-image, and saves screenshots under ``test-artifacts/app/``. Needs Debian's ``chromium`` (``.ci/run``
-installs it; Playwright's own browser download is never used). With ``CI=true`` a missing browser is a
-failure, elsewhere a skip that says why.
+image, clicks a bar of the Errors page, and saves screenshots under ``test-artifacts/app/``. Needs Debian's
+``chromium`` (``.ci/run`` installs it; Playwright's own browser download is never used). With ``CI=true`` a
+missing browser is a failure, elsewhere a skip that says why. The server, the browser and the helpers are
+``tests/app/browser.py``; ``$FCOS_LAB_APP_CHECKOUT`` serves another checkout's app (an older commit, to see
+a test fail before its fix).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
+import re
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.app.conftest import APP_MAIN, ARTIFACTS, IN_CI
-from tests.conftest import REPO
-
-CHROMIUM_PATHS = ("/usr/bin/chromium",)  # Debian's package, when /usr/bin is not on PATH
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-PAGES = {  # url path -> title shown on the page
-    "": "FCOS lab",
-    "assignments": "Assignments",
-    "centerness": "Center-ness",
-    "detections": "Detections",
-    "dataset_statistics": "Dataset statistics",
-    "runs": "Runs",
-}
+from tests.app import browser
+from tests.app.browser import metric_value, plot_titles, wait_idle
+from tests.app.conftest import ARTIFACTS, PAGES, assert_no_exception, chromium_executable, open_page
 
 
-def chromium_executable() -> str:
-    """Debian's chromium; skip (or fail under CI=true) when it or Playwright is missing."""
-    path = shutil.which("chromium") or next((p for p in CHROMIUM_PATHS if Path(p).exists()), None)
-    problem = None
-    if path is None:
-        problem = "the browser test needs Debian's chromium (apt-get install -y chromium); it is not installed"
-    else:
-        try:
-            import playwright.sync_api  # noqa: F401
-        except ImportError:
-            problem = "the browser test needs the playwright Python package (pip install -e '.[app]')"
-    if problem:
-        if IN_CI:
-            pytest.fail(f"CI=true but {problem}")
-        pytest.skip(problem)
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(app_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``streamlit run app/main.py`` on a free localhost port; always stopped at the end."""
-    chromium_executable()  # skip before starting anything when there is no browser
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
-    env = dict(os.environ, FCOS_LAB_APP_DATA=str(app_data), STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
-    command = [
-        sys.executable, "-m", "streamlit", "run", str(APP_MAIN), "--server.headless", "true",
-        "--server.port", str(port), "--browser.gatherUsageStats", "false", "--server.address", "127.0.0.1",
-        "--server.fileWatcherType", "none",
-    ]
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as response:
-                    if response.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not start (exit code {process.poll()}):\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
-
-
-@pytest.fixture(scope="module")
-def page(server: str):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_executable(), args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(viewport={"width": 1400, "height": 2000})
-            tab = context.new_page()
-            tab.set_default_timeout(120_000)
-            yield tab
-        finally:
-            browser.close()
-
-
-def wait_idle(tab, settle: float = 1.0, timeout: float = 120.0) -> None:
-    """Wait until Streamlit shows no "running" status and no skeleton for ``settle`` seconds."""
-    deadline = time.monotonic() + timeout
-    quiet_since = None
-    while time.monotonic() < deadline:
-        busy = tab.locator('[data-testid="stStatusWidget"], [data-testid="stSkeleton"]').count() > 0
-        if busy:
-            quiet_since = None
-        elif quiet_since is None:
-            quiet_since = time.monotonic()
-        elif time.monotonic() - quiet_since >= settle:
-            return
-        time.sleep(0.2)
-    raise AssertionError("the app did not become idle")
-
-
-def open_page(tab, server: str, path: str) -> None:
-    tab.goto(f"{server}/{path}")
-    tab.get_by_role("heading", name=PAGES[path], exact=True).first.wait_for()
-    wait_idle(tab)
-    assert tab.locator('[data-testid="stException"]').count() == 0, tab.locator('[data-testid="stException"]').first.inner_text()
-
-
-def shoot(tab, name: str) -> Path:
+def shoot(tab, name: str, full_page: bool = False) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    tab.screenshot(path=str(path))
+    tab.screenshot(path=str(path), full_page=full_page)
     return path
-
-
-def metric_value(tab, label: str) -> str:
-    return tab.locator('[data-testid="stMetric"]', has_text=label).locator('[data-testid="stMetricValue"]').inner_text()
 
 
 def wait_change(tab, read, before: str, timeout: float = 60.0) -> tuple[str, float]:
@@ -162,7 +43,7 @@ def wait_change(tab, read, before: str, timeout: float = 60.0) -> tuple[str, flo
 
 
 def test_every_page_renders_in_chromium(page, server: str) -> None:
-    for path, title in PAGES.items():
+    for path in PAGES:
         open_page(page, server, path)
         assert page.locator('[data-testid="stAlertContentError"]').count() == 0
         if path not in ("", "runs"):
@@ -194,7 +75,7 @@ def test_moving_a_slider_changes_the_assignments(page, server: str) -> None:
 
 def test_moving_the_score_slider_changes_the_detections(page, server: str) -> None:
     open_page(page, server, "detections")
-    read = lambda: page.locator(".js-plotly-plot .gtitle").first.text_content()  # noqa: E731
+    read = lambda: page.locator(".js-plotly-plot .gtitle").first.text_content()
     before = read()
     slider = page.get_by_role("slider").first
     assert slider.input_value() == "0.3"
@@ -226,13 +107,37 @@ def test_a_non_image_upload_is_reported_in_the_page(page, server: str, tmp_path:
 
 
 def test_a_missing_browser_skips_here_and_fails_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
-    import tests.app.test_browser as module
+    import tests.app.conftest as module
 
-    monkeypatch.setattr(module.shutil, "which", lambda name: None)
-    monkeypatch.setattr(module, "CHROMIUM_PATHS", ())
+    monkeypatch.setattr(browser.shutil, "which", lambda name: None)
+    monkeypatch.setattr(browser, "CHROMIUM_PATHS", ())
     monkeypatch.setattr(module, "IN_CI", False)
     with pytest.raises(pytest.skip.Exception, match="needs Debian's chromium"):
         chromium_executable()
     monkeypatch.setattr(module, "IN_CI", True)
     with pytest.raises(pytest.fail.Exception, match="CI=true but the browser test needs Debian's chromium"):
         chromium_executable()
+
+
+def test_clicking_an_error_bar_shows_example_images(page, server: str, demo_detections: Path) -> None:
+    open_page(page, server, "errors")
+    box = page.get_by_label("Detections (COCO results JSON)")
+    box.fill(str(demo_detections))
+    box.press("Enter")
+    wait_idle(page)
+    assert_no_exception(page)
+    page.get_by_text("counts", exact=True).click()  # the barely trained model fixes nothing: every dAP is 0
+    wait_idle(page)
+    bars = page.locator(".js-plotly-plot").nth(1).locator(".barlayer .point path")
+    boxes = [bars.nth(k).bounding_box() for k in range(bars.count())]
+    tallest = max(boxes, key=lambda b: b["height"])
+    page.mouse.click(tallest["x"] + tallest["width"] / 2, tallest["y"] + tallest["height"] / 2)
+    heading = page.get_by_role("heading", name=re.compile(r"errors in .*: \d+ example images"))
+    heading.wait_for()
+    wait_idle(page)
+    assert_no_exception(page)
+    assert int(heading.inner_text().split(": ")[-1].split()[0]) > 0
+    titles = plot_titles(page)
+    assert any(re.match(r"\d+\.jpg: \d+ (Cls|Loc|Both|Dupe|Bkg|Miss)(, 10 best drawn)?$", t)
+               for t in titles), titles
+    shoot(page, "errors_clicked_bar", full_page=True)

@@ -20,6 +20,8 @@ from fcos_lab.presets import resolve
 from fcos_lab.viz.detections import detection_rows
 from tests.app.conftest import APP_MAIN
 
+OTHER_RUN = "another folder or file ..."  # app/widgets.py's choice of a typed path
+
 pytestmark = pytest.mark.usefixtures("app_data")
 PRESET = "fcos_r50_fpn_1x"
 DEMO = "fcos_demo_r18"
@@ -59,6 +61,11 @@ def infos(at: AppTest) -> str:
     return "\n".join(i.value for i in at.info)
 
 
+def computed_with(at: AppTest) -> str:
+    """The Assignments page's statement of the settings it computed with."""
+    return next(c.value for c in at.main.caption if c.value.startswith("Computed with"))
+
+
 def title_of(spec: str) -> str:
     return json.loads(spec)["layout"]["title"]["text"]
 
@@ -76,54 +83,66 @@ def test_home_lists_the_pages_and_the_cache(app_data: Path) -> None:
     assert at.title[0].value == "FCOS lab"
     text = "\n".join(m.value for m in at.markdown)
     assert str(app_data) in text and "present" in text
-    assert len(at.get("page_link")) == 5
+    assert len(at.get("page_link")) == 6
 
 
 def test_assignments_main_widgets() -> None:
     at = open_page("assignments")
     # The default image is the one with the most boxes (8 in the synthetic validation split).
     assert metric(at, "Boxes") == "8" and int(metric(at, "Positive locations")) > 0
-    image = next(s for s in at.selectbox if s.key.startswith("image_id|"))
-    image.set_value(3)  # 7 boxes, several overlaps
+    at.selectbox(key="image_id").set_value(3)  # 7 boxes, several overlaps
     run(at)
     assert metric(at, "Boxes") == "7" and int(metric(at, "Ambiguous locations")) > 0
     all_levels = specs(at)[0]
     assert "all levels" in title_of(all_levels)
 
-    at.radio(key="level|True").set_value("P3")
+    at.radio(key="asg_view").set_value("P3")
     run(at)
     assert specs(at)[0] != all_levels and title_of(specs(at)[0]).startswith("P3 (stride 8)")
     positives = int(metric(at, "Positive locations"))
 
-    at.toggle(key=f"center_sampling|{PRESET}").set_value(True)
+    at.toggle(key="asg_center_sampling").set_value(True)
     run(at)
     sampled = int(metric(at, "Positive locations"))
     assert sampled < positives
-    at.slider(key=f"radius|{PRESET}").set_value(3.0)
+    at.slider(key="asg_radius").set_value(3.0)
     run(at)
     assert sampled < int(metric(at, "Positive locations")) <= positives
 
     table = at.dataframe[0].value
-    at.number_input(key=f"m3|{PRESET}").set_value(32.0)
+    at.number_input(key="asg_m3").set_value(32.0)
     run(at)
     assert not at.dataframe[0].value.equals(table)
     assert at.dataframe[0].value["size range"].tolist()[:2] == ["[0, 32]", "[32, 128]"]
 
-    at.checkbox(key="negatives").check()
+    at.checkbox(key="asg_negatives").check()
     run(at)
     assert '"name":"negative"' in specs(at)[0]
 
-    at.toggle(key="fpn").set_value(False)
+    at.toggle(key="asg_fpn").set_value(False)
     run(at)
     assert at.dataframe[0].value["level"].tolist() == ["P4"]
+    assert at.radio(key="asg_view").value == "all levels"  # P3 went with the FPN: back to the default
+    assert "FPN off (P4 only)" in computed_with(at)
 
-    at.number_input(key=f"min_size|{PRESET}").set_value(400)
+    at.number_input(key="asg_min_size").set_value(400)
     run(at)
     assert "400 x 400 input" in at.main.caption[-1].value
 
+    # Another preset sets what it decides (center sampling 1.5, its size), under the same keys.
     at.selectbox(key="preset").set_value("fcos_imprv_r50_fpn_1x")
     run(at)
-    assert at.toggle(key="center_sampling|fcos_imprv_r50_fpn_1x").value is True
+    assert at.toggle(key="asg_center_sampling").value is True and at.slider(key="asg_radius").value == 1.5
+    assert at.number_input(key="asg_min_size").value == 800
+    assert "center sampling on, radius 1.5 strides" in computed_with(at)
+
+    # The box filter and the level-by-level view.
+    at.radio(key="asg_view").set_value("level by level")
+    run(at)
+    assert title_of(specs(at)[0]).startswith("Level by level: 7 of 7 boxes")
+    at.multiselect(key="asg_boxes").select(at.multiselect(key="asg_boxes").options[0])
+    run(at)
+    assert title_of(specs(at)[0]).startswith("Level by level: 1 of 7 boxes")
 
 
 def test_assignments_with_a_p2_level() -> None:
@@ -146,7 +165,7 @@ def test_the_assignments_page_assigns_as_training_does(app_data: Path) -> None:
     at = open_page("assignments")
     at.selectbox(key="preset").set_value(torchvision)
     run(at)
-    image_id = next(s for s in at.selectbox if s.key.startswith("image_id|")).value
+    image_id = at.selectbox(key="image_id").value
     config = resolve(torchvision)
     dataset = samples.open_dataset(app_data / "synthetic" / "annotations" / "instances_val.json",
                                    app_data / "synthetic" / "val", config)
@@ -175,8 +194,7 @@ def test_assignments_from_a_coco_dataset_by_path(coco_tiny: Path, tmp_path: Path
     first = sorted(broken.iterdir())[0]
     first.write_bytes(first.read_bytes()[:200])
     at.text_input(key="coco_images").set_value(str(broken))
-    image = next(s for s in at.selectbox if s.key.startswith("image_id|"))
-    image.set_value(1)
+    at.selectbox(key="image_id").set_value(1)
     run(at)
     assert "Cannot read this image" in errors(at) and first.name in errors(at)
 
@@ -230,16 +248,21 @@ def test_centerness_targets_and_predictions(demo_run: Path) -> None:
     assert len(charts) == 3  # targets per level, Eq. 3 in one box, predictions
     assert "Center-ness targets" in title_of(charts[0])
     assert DEMO in "\n".join(m.value for m in at.markdown)
+    assert "ground truth" in charts[0] and "ground truth" in charts[2]  # the boxes on the maps
     at.radio(key="ctr_level").set_value("P4")
     run(at)
     assert specs(at)[2] != charts[2] and "predicted center-ness P4" in specs(at)[2]
-    at.number_input(key=f"ctr_min_size|{DEMO}").set_value(224)
+    assert "Each cell is one location of P4" in at.main.caption[-2].value
+    at.number_input(key="ctr_min_size").set_value(480)  # larger than the checkpoint's 160: finer maps
     run(at)
-    assert specs(at)[0] != charts[0]
+    assert specs(at)[0] != charts[0] and at.radio(key="ctr_level").value == "P4"
 
-    at.text_input(key="checkpoint").set_value("")
+    at.selectbox(key="run").set_value(OTHER_RUN)
     run(at)
     assert len(specs(at)) == 2 and "fcos-lab demo" in infos(at)
+    at.text_input(key="checkpoint").set_value(str(demo_run.parent / "nowhere"))
+    run(at)
+    assert "no such run folder" in errors(at) and "fcos-lab demo" in infos(at)
     at.text_input(key="checkpoint").set_value(str(demo_run / "model_final.pt"))
     at.selectbox(key="checkpoint_preset").set_value(PRESET)
     run(at)
@@ -260,7 +283,7 @@ def test_detections_sliders_and_bad_checkpoints(demo_run: Path, app_data: Path, 
     # The page shows what the package computes with these sliders (whether NMS 0.1 removes boxes depends
     # on how much the barely trained model's boxes overlap).
     loaded = runs.load_detector(demo_run)
-    sample = next(s for s in at.selectbox if s.key.startswith("image_id|")).value
+    sample = at.selectbox(key="image_id").value
     dataset = samples.open_dataset(app_data / "synthetic" / "annotations" / "instances_val.json",
                                    app_data / "synthetic" / "val", loaded.config)
     dense = predict.predict_dense(loaded, samples.dataset_sample(dataset, sample).image)
@@ -270,11 +293,11 @@ def test_detections_sliders_and_bad_checkpoints(demo_run: Path, app_data: Path, 
     run(at)
     assert (at.dataframe[0].value["center-ness"] == 1.0).all()
     with_gt = specs(at)[0]
-    assert '"name":"ground truth (8)"' in with_gt
+    assert '"name":"ground truth (8), dashed white"' in with_gt
     at.toggle(key="show_gt").set_value(False)
     run(at)
     assert "ground truth" not in specs(at)[0]
-    at.number_input(key=f"det_min_size|{DEMO}").set_value(192)
+    at.number_input(key="det_min_size").set_value(192)
     run(at)
     assert "network input 192 x 192" in at.main.caption[-1].value
 
@@ -282,6 +305,9 @@ def test_detections_sliders_and_bad_checkpoints(demo_run: Path, app_data: Path, 
     run(at)
     assert "weights do not fit" in errors(at) and not specs(at)
     at.selectbox(key="checkpoint_preset").set_value("as recorded in the checkpoint")
+    at.selectbox(key="run").set_value(OTHER_RUN)
+    run(at)
+    assert "fcos-lab demo --quick" in infos(at) and not specs(at)  # nothing typed yet
     corrupt = tmp_path / "broken.pt"
     corrupt.write_bytes(b"\x00" * 64)
     at.text_input(key="checkpoint").set_value(str(corrupt))
@@ -296,9 +322,9 @@ def test_detections_sliders_and_bad_checkpoints(demo_run: Path, app_data: Path, 
     at.text_input(key="checkpoint").set_value(str(demo_run))
     run(at)
     assert len(specs(at)) == 1 and not errors(at)
-    files = at.selectbox(key=f"checkpoint_file|{demo_run}")
+    files = at.selectbox(key="checkpoint_file")
     assert files.options == ["model_final.pt", "model_0000002.pt"]
-    files.set_value(demo_run / "model_0000002.pt")
+    files.set_value(str(demo_run / "model_0000002.pt"))
     run(at)
     assert any("iteration 2," in c.value for c in at.sidebar.caption) and len(specs(at)) == 1
 
@@ -311,26 +337,26 @@ def test_dataset_statistics_recompute_live(coco_tiny: Path, tmp_path: Path) -> N
     run(at)
     assert float(metric(at, "Ambiguous samples").rstrip(" %")) > float(ambiguous.rstrip(" %"))
     at.toggle(key="stats_fpn").set_value(True)
-    at.toggle(key=f"stats_cs|{PRESET}").set_value(True)
+    at.toggle(key="stats_cs").set_value(True)
     run(at)
     sampled = at.dataframe[0].value["positive locations"].sum()
-    at.slider(key=f"stats_radius|{PRESET}").set_value(3.0)
+    at.slider(key="stats_radius").set_value(3.0)
     run(at)
     assert at.dataframe[0].value["positive locations"].sum() > sampled
-    at.text_input(key=f"strides|{PRESET}").set_value("16, 32, 64, 128, 256")
+    at.text_input(key="stats_strides").set_value("16, 32, 64, 128, 256")
     run(at)
     assert at.dataframe[0].value["stride"].tolist() == [16, 32, 64, 128, 256]
-    at.text_input(key=f"bounds|{PRESET}").set_value("32, 64, 128, 256")
+    at.text_input(key="stats_bounds").set_value("32, 64, 128, 256")
     run(at)
     assert at.dataframe[0].value["size range"].tolist()[0] == "[0, 32]"
 
-    at.text_input(key=f"strides|{PRESET}").set_value("8, sixteen")
+    at.text_input(key="stats_strides").set_value("8, sixteen")
     run(at)
     assert "strides must be integers separated by commas" in errors(at)
-    at.text_input(key=f"strides|{PRESET}").set_value("8, 16, 32")
+    at.text_input(key="stats_strides").set_value("8, 16, 32")
     run(at)
     assert "3 strides but 5 size ranges" in errors(at)
-    at.text_input(key=f"strides|{PRESET}").set_value("8, 16, 32, 64, 128")
+    at.text_input(key="stats_strides").set_value("8, 16, 32, 64, 128")
     run(at)
     assert not errors(at)
 
@@ -349,7 +375,7 @@ def test_dataset_statistics_recompute_live(coco_tiny: Path, tmp_path: Path) -> N
 
 def test_runs_curves_tables_and_bad_folders(demo_run: Path, tmp_path: Path) -> None:
     at = open_page("runs")
-    assert str(demo_run) in at.text_area(key="run_dirs").value
+    assert at.multiselect(key="runs_shown").value == [str(demo_run)]  # the run found, chosen by default
     assert len(specs(at)) == 1 and "Training curves" in title_of(specs(at)[0])
     assert at.dataframe[0].value["preset"].tolist() == [DEMO]
 
@@ -357,12 +383,13 @@ def test_runs_curves_tables_and_bad_folders(demo_run: Path, tmp_path: Path) -> N
     shutil.copytree(demo_run, copy, ignore=shutil.ignore_patterns("*.pt", "*.safetensors"))
     with open(copy / "metrics.jsonl", "a") as handle:
         handle.write("{truncated\n")
-    at.text_area(key="run_dirs").set_value(f"{demo_run}\n{copy}\n{tmp_path / 'missing'}")
+    at.text_area(key="run_dirs").set_value(f"{copy}\n{tmp_path / 'missing'}")
     run(at)
     assert len(specs(at)) == 2 and len(at.dataframe[0].value) == 2
     assert "run folder not found" in errors(at)
     assert any("not JSON" in w.value for w in at.warning)
 
     at.text_area(key="run_dirs").set_value("")
+    at.multiselect(key="runs_shown").set_value([])
     run(at)
     assert "fcos-lab demo --quick" in infos(at)

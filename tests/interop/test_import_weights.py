@@ -18,10 +18,10 @@ import torchvision
 
 from fcos_lab.checkpoint import load_checkpoint
 from fcos_lab.cli import main
-from fcos_lab.runs import load_detector
 from fcos_lab.data.coco import load_image
 from fcos_lab.interop.import_weights import identify_format
 from fcos_lab.interop.torchvision import from_torchvision, torchvision_config
+from fcos_lab.runs import load_detector
 from tests.torchvision_weights import torchvision_fcos as _torchvision_fcos
 
 COCO_NAMES = torchvision.models.detection.FCOS_ResNet50_FPN_Weights.COCO_V1.meta["categories"]

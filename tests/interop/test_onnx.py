@@ -17,11 +17,11 @@ from fcos_lab.checkpoint import save_checkpoint
 from fcos_lab.cli import main
 from fcos_lab.data.transforms import ImageBatch
 from fcos_lab.errors import ConfigError
+from fcos_lab.interop.compare import detections_mismatch
 from fcos_lab.interop.onnx import DeployableFCOS, export_onnx
 from fcos_lab.model.detector import build_model
 from fcos_lab.points import feature_shapes
 from fcos_lab.postprocess import select_detections
-from fcos_lab.interop.compare import detections_mismatch
 from fcos_lab.predict import detect, preprocess_images
 from fcos_lab.presets import resolve
 

@@ -173,7 +173,7 @@ def test_with_files_switches_to_coco_and_rejects_unknown_keys(tmp_path):
 
 def test_rows_that_differ_only_at_test_time_share_one_training(tmp_path):
     settings = scales.scale_settings("smoke", work_dir=tmp_path)
-    key = lambda row: ex.training_key(ex.row_config(row, settings))  # noqa: E731
+    key = lambda row: ex.training_key(ex.row_config(row, settings))
     assert key(paper.TABLE_4[0]) == key(paper.TABLE_4[1])  # None and center-ness from the box
     assert key(paper.TABLE_4[2]) == key(paper.TABLE_4[3])  # learned and oracle
     assert key(paper.TABLE_3[2]) == key(paper.TABLE_3[3])  # NMS .50 and .60
@@ -231,7 +231,7 @@ def test_detections_from_ambiguous_locations_by_hand(tmp_path):
     # (max 156 > 64): not ambiguous either.
     ann = _tiny_coco(tmp_path / "gt.json")
     config = resolve("fcos_r50_fpn_1x", ["model.num_classes=2"])
-    det = lambda location, level, score: {"image_id": 7, "category_id": 1, "bbox": [0, 0, 10, 10],  # noqa: E731
+    det = lambda location, level, score: {"image_id": 7, "category_id": 1, "bbox": [0, 0, 10, 10],
                                           "score": score, "level": level, "location": location}
     detections = [det([240, 240], 5, 0.9), det([144, 144], 5, 0.8), det([148, 148], 3, 0.7), det([240, 240], 5, 0.01)]
     share = qualitative.detections_from_ambiguous_locations(ann, detections, config, min_score=0.05)

@@ -10,7 +10,7 @@ import torch
 from fcos_lab.analysis.image_assignment import assign_image, objective_variant
 from fcos_lab.objective import Objective
 from fcos_lab.presets import resolve
-from fcos_lab.viz.assignments import assignment_figure
+from fcos_lab.viz.assignments import assignment_figure, assignment_levels_figure
 from fcos_lab.viz.dataset_statistics import box_size_histogram_figure
 from fcos_lab.viz.image_figures import add_boxes, image_figure, image_uri
 
@@ -93,3 +93,31 @@ def test_box_size_histogram_counts_every_box_against_the_ranges() -> None:
     assert labels == ["P3 [0, 64]", "P4 [64, 128]", "P5 [128, 256]", "P6 [256, 512]", "P7 [512, inf]"]
     empty = box_size_histogram_figure(np.zeros(0), np.zeros(0), PAPER.without_fpn())
     assert sum(empty.data[0].y) == 0
+
+
+def test_a_box_filter_and_a_busy_image() -> None:
+    # 14 boxes of 8 x 8 in a row on a 64 x 128 input: all on P3 (half side 4 in [0, 64]).
+    boxes = [[8 * k + 1, 8, 8 * k + 9, 16] for k in range(14)]
+    a = assign_image(PAPER, (64, 128), torch.tensor(boxes, dtype=torch.float32), torch.zeros(14, dtype=torch.int64))
+    busy = assignment_figure(torch.zeros(3, 64, 128), a, None, ["dot"])
+    assert not busy.layout.annotations  # 14 > MAX_LABELS boxes: no wall of labels
+    assert not any(t.showlegend for t in busy.data if t.name and t.name.startswith("box "))
+    two = assignment_figure(torch.zeros(3, 64, 128), a, None, ["dot"], boxes=[3, 5])
+    assert [t.name for t in two.data if t.name and t.name.startswith("box ")] == ["box 3 (dot)", "box 5 (dot)"]
+    assert [x.text for x in two.layout.annotations] == ["3 dot", "5 dot"]
+    assert "(2 of 14 boxes shown)" in two.layout.title.text
+
+
+def test_level_by_level_small_multiples() -> None:
+    # A = [0, 0, 32, 32]: its 4 x 4 P3 locations (max(l*, t*, r*, b*) <= 28 in [0, 64]); B = [0, 0, 160, 160]:
+    # half side 80, in P4's [64, 128] at its center. One panel per level, each with its own positives.
+    a = assign_image(PAPER, (192, 192), torch.tensor([[0.0, 0, 32, 32], [0, 0, 160, 160]]), torch.tensor([0, 1]))
+    figure = assignment_levels_figure(torch.zeros(3, 192, 192), a, ["small", "big"])
+    titles = [x.text for x in figure.layout.annotations]
+    assert titles[0].startswith("P3 (stride 8): 16 positive, 1 boxes") and titles[1].startswith("P4 (stride 16)")
+    assert titles[1].endswith(f"{int(a.positives_per_box[1, 1])} positive, 1 boxes")
+    assert len([t for t in figure.data if t.type == "image"]) == 5
+    markers = [t for t in figure.data if t.type == "scatter" and t.mode == "markers"]
+    assert sum(len(t.x) for t in markers) == a.num_positive
+    only_big = assignment_levels_figure(torch.zeros(3, 192, 192), a, ["small", "big"], boxes=[1])
+    assert only_big.layout.annotations[0].text.startswith("P3 (stride 8): 0 positive, 0 boxes")

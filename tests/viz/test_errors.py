@@ -48,3 +48,34 @@ def test_breakdown_figure_one_trace_per_error_type():
 def test_breakdown_figures_names():
     assert set(breakdown_figures(SUMMARY)) == {"tide", "by_level_dAP", "by_level_counts", "by_centerness_dAP",
                                                "by_centerness_counts"}
+
+
+def test_an_example_image_draws_the_errors_and_the_boxes_they_point_at():
+    import numpy as np
+    import torch
+
+    from fcos_lab.viz.errors import ERROR_COLORS, error_example_figure
+
+    example = {"gt_boxes": np.array([[0.0, 0, 10, 10], [20, 20, 40, 40]]), "boxes": np.array([[1.0, 1, 12, 12]]),
+               "texts": ["loc: dog 0.72"], "targets": np.array([[20.0, 20, 40, 40]])}
+    figure = error_example_figure(torch.rand(3, 50, 60), example, "loc")
+    lines = [t for t in figure.data if t.type == "scatter"]
+    assert [t.name for t in lines] == ["ground truth", "ground truth", "pointed at", "loc"]
+    assert lines[-1].line.color == ERROR_COLORS["loc"] and lines[2].line.dash == "dot"
+    assert [a.text for a in figure.layout.annotations] == ["loc: dog 0.72"]
+    assert figure.layout.title.text == "1 Loc errors"
+
+
+def test_an_example_with_many_errors_draws_the_best_scored():
+    import numpy as np
+    import torch
+
+    from fcos_lab.viz.errors import error_example_figure
+
+    boxes = np.array([[k, k, k + 10.0, k + 10.0] for k in range(30)])
+    example = {"gt_boxes": np.zeros((0, 4)), "boxes": boxes, "texts": [f"bkg: cat {1 - k / 100:.2f}" for k in range(30)],
+               "targets": np.full((30, 4), np.nan)}
+    figure = error_example_figure(torch.rand(3, 60, 60), example, "bkg", title="a.jpg: 30 Bkg", max_boxes=4)
+    (outline,) = [t for t in figure.data if t.type == "scatter"]
+    assert len(outline.x) == 4 * 6  # four boxes of five corners and a gap
+    assert figure.layout.title.text == "a.jpg: 30 Bkg, 4 best drawn"

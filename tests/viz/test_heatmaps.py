@@ -37,3 +37,15 @@ def test_centerness_function_is_one_at_the_center_and_zero_on_the_sides() -> Non
     assert values[40, 40] == pytest.approx(1.0)
     assert values[0, :].max() == 0 and values[:, 0].max() == 0
     assert ((values >= 0) & (values <= 1)).all()
+
+
+def test_maps_show_the_boxes_on_a_grey_image() -> None:
+    a = assign_image(PAPER, (64, 64), torch.tensor([[0.0, 0, 32, 32]]), torch.tensor([0]))
+    figure = centerness_target_figure(torch.rand(3, 64, 64), target_centerness_grids(a), boxes=a.boxes)
+    outlines = [t for t in figure.data if t.type == "scatter"]
+    assert len(outlines) == 2 * 5  # a dark and a light line on each of the five panels
+    assert {t.xaxis for t in outlines} == {"x", "x2", "x3", "x4", "x5"}
+    assert list(outlines[1].x[:5]) == [0, 32, 32, 0, 0]
+    maps = {name: LevelGrid("P3", 8, np.zeros((8, 8)), 4, 4, 8, 8) for name in ("center-ness", "classification")}
+    figure = prediction_maps_figure(torch.rand(3, 64, 64), maps, boxes=a.boxes)
+    assert len([t for t in figure.data if t.type == "scatter"]) == 4

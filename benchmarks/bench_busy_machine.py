@@ -11,12 +11,13 @@ because OpenMP reads its wait policy only when torch loads. Variants (``--varian
 - ``after_fp32``: the same with ``train.amp=off``, to separate the threads' share from the precision's;
 - ``passive``: passive waiting alone (thread count fixed); ``governor``: the thread governor alone.
 
-Rounds alternate the order of the variants; each row reports the run's wall time, the 1-minute load
-average before it and the CPU the machine's *other* processes used meanwhile (``/proc/stat`` minus our
-children), since the machine this was written on is shared.
+Rounds alternate the order of the variants; before each idle/busy pair the script waits (up to
+``--max-wait`` seconds) until the machine's other processes use fewer than ``--quiet-below`` CPUs, and each
+row reports the 1-minute load average before the run and the CPU the *other* processes used meanwhile
+(``/proc/stat`` minus our children), since the machine this was written on is shared.
 
     python -m benchmarks.bench_busy_machine [--iters 30] [--rounds 2] [--variants before,after]
-        [--tasks demo,stats] [--ann FILE] [--no-write]
+        [--tasks demo,stats] [--ann FILE] [--quiet-below 0.3] [--max-wait 600] [--no-write]
 
 Writes ``benchmarks/results_busy_machine.md``.
 """
@@ -29,7 +30,6 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -91,6 +91,20 @@ def _busy() -> float:
     return busy_seconds(Path("/proc/stat").read_text())
 
 
+def wait_for_quiet(below: float, max_wait: float, window: float = 5.0) -> float:
+    """Wait (at most ``max_wait`` s) until processes other than ours use fewer than ``below`` CPUs over
+    ``window`` seconds; returns the last such reading. On a shared machine a pair of runs only compares
+    idle with one competitor when nothing else runs."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        start_cpu, start_busy, start = _children_cpu(), _busy(), time.perf_counter()
+        time.sleep(window)
+        others = max(0.0, (_busy() - start_busy) - (_children_cpu() - start_cpu)) / (time.perf_counter() - start)
+        if others < below or time.monotonic() >= deadline:
+            return others
+        time.sleep(10)
+
+
 def measure(command: list[str], env: dict[str, str], busy: bool, limit_s: float) -> dict:
     """Run ``command`` (beside a competitor when ``busy``); wall time, its JSON output, the machine's other load."""
     load_before = os.getloadavg()[0]
@@ -119,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", default=",".join(TASKS), help="demo, stats or both (default)")
     parser.add_argument("--ann", default=str(DEFAULT_ANN), help="annotation file for fcos-lab stats")
     parser.add_argument("--competitor-limit", type=float, default=900.0, help="seconds after which it stops itself")
+    parser.add_argument("--quiet-below", type=float, default=0.3,
+                        help="before each idle/busy pair, wait until other processes use fewer CPUs than this")
+    parser.add_argument("--max-wait", type=float, default=600.0, help="seconds to wait for that, then run anyway")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--child-demo", metavar="WORK_DIR", help=argparse.SUPPRESS)
     parser.add_argument("--child-overrides", default="", help=argparse.SUPPRESS)
@@ -150,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     for round_index in range(args.rounds):
         for task in tasks:
             for name in chosen if round_index % 2 == 0 else chosen[::-1]:
+                wait_for_quiet(args.quiet_below, args.max_wait)
                 for busy in (False, True) if round_index % 2 == 0 else (True, False):
                     row = measure(command(task, name), table[name][0], busy, args.competitor_limit)
                     row |= {"round": round_index + 1, "task": task, "variant": name, "busy": busy}
@@ -179,7 +197,7 @@ def write_section(key: str, lines: list[str]) -> None:
 
 
 def report(results: list[dict], tasks: list[str], chosen: list[str], args, cpus: int) -> list[str]:
-    """Markdown: per task and variant, median idle and busy time and the share of idle speed kept."""
+    """Markdown: per task, variant and round, idle and busy time and the share of idle speed kept."""
     def speed(row: dict) -> float:  # seconds per unit of work: per iteration (demo) or per run (stats)
         return row["s_per_iter"] if row["task"] == "demo" else row["wall_s"]
 
@@ -190,28 +208,26 @@ def report(results: list[dict], tasks: list[str], chosen: list[str], args, cpus:
         f"--variants {','.join(chosen)} --tasks {','.join(tasks)}` on {cpu_name()} ({cpus} CPUs available), "
         f"{platform.system()} {platform.release()}, {datetime.datetime.now().isoformat(timespec='seconds')}.",
         "demo: seconds per training iteration of the demo preset (after the first 5); stats: wall seconds of "
-        f"`fcos-lab stats --ann {Path(args.ann).name}` (imports included). 'kept' = idle time / busy time. "
-        "'others' = CPUs that processes other than ours kept busy during the runs (the machine is shared).",
+        f"`fcos-lab stats --ann {Path(args.ann).name}` (imports included). An idle run and a run beside the "
+        "competitor follow each other; 'kept' = idle time / busy time of that pair. 'others' = CPUs that "
+        "processes other than ours kept busy during the idle / busy run (the machine is shared): a round with "
+        "others near 1 compares one competitor more against one.",
         "",
-        "| task | variant | idle (median) | busy (median) | kept | threads idle / busy | load avg before | others |",
-        "|---|---|---:|---:|---:|---|---|---|",
+        "| task | variant | round | idle | busy | kept | threads idle / busy | load avg before | others |",
+        "|---|---|---:|---:|---:|---:|---|---|---|",
     ]
     for task in tasks:
         for name in chosen:
-            idle = [r for r in results if r["task"] == task and r["variant"] == name and not r["busy"]]
-            busy = [r for r in results if r["task"] == task and r["variant"] == name and r["busy"]]
-            t_idle, t_busy = statistics.median(map(speed, idle)), statistics.median(map(speed, busy))
-            threads = "/".join(str(sorted({t for r in rs for t in r.get("threads", [])})) for rs in (idle, busy))
-            loads = ", ".join(f"{r['load_before']:.1f}" for r in idle + busy)
-            others = ", ".join(f"{r['others_cpu']:.2f}" for r in idle + busy)
-            lines.append(f"| {task} | {name} | {t_idle:.3f} s | {t_busy:.3f} s | {100 * t_idle / t_busy:.0f}% | "
-                         f"{threads if task == 'demo' else '-'} | {loads} | {others} |")
-    lines += ["", "Every run (seconds; demo: per iteration):", ""]
-    lines += [f"- round {r['round']} {r['task']} {r['variant']} {'busy' if r['busy'] else 'idle'}: {speed(r):.3f} "
-              f"(wall {r['wall_s']:.1f} s, load {r['load_before']:.2f}, others {r['others_cpu']:.2f}"
-              + (f", threads {r['threads']}" if "threads" in r else "") + ")" for r in results]
+            for round_number in sorted({r["round"] for r in results}):
+                pair = {r["busy"]: r for r in results
+                        if r["task"] == task and r["variant"] == name and r["round"] == round_number}
+                idle, busy = pair[False], pair[True]
+                threads = f"{idle.get('threads', '-')} / {busy.get('threads', '-')}" if task == "demo" else "-"
+                lines.append(
+                    f"| {task} | {name} | {round_number} | {speed(idle):.3f} s | {speed(busy):.3f} s | "
+                    f"{100 * speed(idle) / speed(busy):.0f}% | {threads} | {idle['load_before']:.1f} / "
+                    f"{busy['load_before']:.1f} | {idle['others_cpu']:.2f} / {busy['others_cpu']:.2f} |")
     return lines
-
 
 if __name__ == "__main__":
     sys.exit(main())

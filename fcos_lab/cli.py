@@ -183,6 +183,7 @@ def _cmd_demo(args) -> int:
     ap = summary["AP"]
     if ap is not None:
         print(f"  AP {summary['AP']:.3f}   AP50 {summary['AP50']:.3f}   AP75 {summary['AP75']:.3f}  (synthetic val)")
+        print("  " + "   ".join(f"{k} {summary[k]:.3f}" for k in ("APs", "APm", "APl", "ARl") if summary.get(k) is not None))
     for name, path in summary["files"].items():
         print(f"  {name:13s} {path}")
     return 0

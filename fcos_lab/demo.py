@@ -15,6 +15,15 @@ import torch
 from fcos_lab.config import Config
 from fcos_lab.presets import DEMO_PRESET, resolve
 
+# The sample pictures are drawn enlarged to this longer side (the model still runs at the preset's size),
+# so that boxes and labels read without zooming.
+SAMPLE_DISPLAY_SIZE = 512
+SAMPLE_SCORE_THRESH = 0.3
+NUM_SAMPLES = 4
+# The metrics the summary carries and the command line prints: COCO's AP, its IoU and size splits, and
+# the recall of large objects (the issue that grew the demo's images, #21).
+SUMMARY_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "ARl")
+
 
 def demo_config(out_dir: Path, quick: bool, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """The demo preset pointed at ``out_dir/synthetic``; ``quick`` shrinks data and schedule to seconds."""
@@ -35,6 +44,7 @@ def demo_config(out_dir: Path, quick: bool, overrides: list[str] | tuple[str, ..
                 "train.warmup_iters=4",
                 "train.log_every=4",
                 "train.checkpoint_every=6",
+                "train.eval_every=6",
                 "train.num_workers=0",
             ],
         )
@@ -53,7 +63,7 @@ def run_demo(
     from fcos_lab.data.coco import load_image
     from fcos_lab.data.splits import build_datasets
     from fcos_lab.predict import detect
-    from fcos_lab.runs import load_detector
+    from fcos_lab.runs import json_safe, load_detector, write_json
     from fcos_lab.train import train
     from fcos_lab.viz.curves import training_curves_figure, training_curves_png
     from fcos_lab.viz.draw import draw_detections
@@ -72,15 +82,16 @@ def run_demo(
     _, val = build_datasets(loaded.config, need_train=False)
     samples_dir = run_dir / "samples"
     samples_dir.mkdir(exist_ok=True)
-    for image_id in val.image_ids[:4]:
+    for image_id in val.image_ids[:NUM_SAMPLES]:
         record = val.coco.imgs[image_id]
         image = load_image(val.image_dir / record["file_name"])
         det = detect(loaded.model, loaded.config, [image])[0]
-        keep = det.scores >= 0.3
+        keep = det.scores >= SAMPLE_SCORE_THRESH
         gt = torch.tensor([a["bbox"] for a in val.coco.imgToAnns[image_id]], dtype=torch.float32).reshape(-1, 4)
         gt[:, 2:] += gt[:, :2]
-        draw_detections(image, det.boxes[keep], det.labels[keep], det.scores[keep], list(loaded.class_names),
-                        levels=det.levels[keep], gt_boxes=gt).save(samples_dir / f"{Path(record['file_name']).stem}.png")
+        picture = draw_detections(image, det.boxes[keep], det.labels[keep], det.scores[keep], list(loaded.class_names),
+                                  levels=det.levels[keep], gt_boxes=gt, display_size=SAMPLE_DISPLAY_SIZE)
+        picture.save(samples_dir / f"{Path(record['file_name']).stem}.png")
 
     summary = {
         "run_dir": str(run_dir),
@@ -88,9 +99,7 @@ def run_demo(
         "quick": quick,
         "iterations": result.iterations,
         "seconds": round(time.perf_counter() - started, 1),
-        "AP": result.metrics.get("AP"),
-        "AP50": result.metrics.get("AP50"),
-        "AP75": result.metrics.get("AP75"),
+        **{key: result.metrics.get(key) for key in SUMMARY_METRICS},
         "files": {
             "metrics": str(run_dir / "metrics.json"),
             "training_log": str(run_dir / "metrics.jsonl"),
@@ -102,5 +111,6 @@ def run_demo(
             "weights": str(run_dir / "model_final.safetensors"),
         },
     }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    summary = json_safe(summary)  # a size with no ground truth (no large object in --quick) has NaN AP: null
+    write_json(out_dir / "summary.json", summary)
     return summary

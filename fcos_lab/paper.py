@@ -16,6 +16,7 @@ STRIDES = (8, 16, 32, 64, 128)  # Section 3.2: P3..P7
 SIZE_RANGES = ((0.0, 64.0), (64.0, 128.0), (128.0, 256.0), (256.0, 512.0), (512.0, math.inf))
 P4_ONLY_STRIDE = 16  # Tables 1 and 2, "w/o FPN": the stride-16 map P4 alone, no size limit
 MIN_SIZE, MAX_SIZE = 800, 1333  # Section 4: shorter side 800, longer side <= 1333
+MULTI_SCALE_MIN_SIZES = (640, 800)  # Section 4.2: training shorter side sampled from 640 to 800 (test 800)
 SCORE_THRESH = 0.05  # Section 3.1 "Inference": locations with p > 0.05
 CENTER_SAMPLING_RADIUS = 1.5  # Table 3 "ctr. sampling" [1]: 1.5 strides
 # RetinaNet's anchors (Table 1's anchor-based rows, the RetinaNet and RPN baselines): 4 x stride per level,

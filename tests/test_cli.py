@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 
 from fcos_lab.cli import main
 
@@ -46,7 +47,11 @@ def test_demo_quick_then_predict_and_eval(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     for path in summary["files"].values():
         assert (tmp_path / path).exists() or __import__("pathlib").Path(path).exists(), path
-    assert list((out / "run" / "samples").glob("*.png"))
+    samples = list((out / "run" / "samples").glob("*.png"))
+    assert samples and all(max(Image.open(path).size) == 512 for path in samples)  # drawn enlarged, legible
+    assert {"APs", "APm", "APl", "ARl"} <= summary.keys()
+    rows = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["iter"] for row in rows if "AP" in row] == [6, 12]  # evaluated during training and at the end
 
     pred = tmp_path / "pred"
     done = subprocess.run(

@@ -151,9 +151,9 @@ def test_assignments_with_a_p2_level() -> None:
     at.selectbox(key="preset").set_value("fcos_r50_fpn_p2_1x")
     run(at)
     assert at.dataframe[0].value["level"].tolist() == ["P2", "P3", "P4", "P5", "P6", "P7"]
-    assert at.number_input(key="m3|fcos_r50_fpn_p2_1x").label == "m2 (px)"
-    assert at.radio(key="level|True").options[0] == "P2"
-    at.radio(key="level|True").set_value("P2")
+    assert at.number_input(key="asg_m2").label == "m2 (px)"
+    assert at.radio(key="asg_view").options[2] == "P2"
+    at.radio(key="asg_view").set_value("P2")
     run(at)
     assert title_of(specs(at)[0]).startswith("P2 (stride 4)")
 

@@ -12,8 +12,8 @@ says otherwise. Training and inference rows compare it with torchvision at its d
 fcos_lab's precision is not fp32, with torchvision under the same autocast.
 
     python -m benchmarks.bench_vs_torchvision [--device cpu|cuda] [--precision auto|off|bf16|fp16] [--quick]
-        [--size HxW] [--threads N] [--reps N] [--only assignment,train,infer,postprocess,eval] [--nchw]
-        [--torchvision-channels-last]
+        [--size HxW] [--threads N] [--reps N] [--only assignment,train,infer,postprocess,eval,imported]
+        [--nchw] [--torchvision-channels-last]
 
 Writes ``benchmarks/results.md`` and ``benchmarks/results.json`` (one section per device, precision and
 flag combination; :mod:`benchmarks.comparison`). Rows: target assignment; one training step (forward,
@@ -22,6 +22,10 @@ post-processing) at batch 1 and 8; post-processing alone; COCO evaluation of the
 pycocotools and faster-coco-eval (identical AP required). Each row also gives the lowest and highest ratio
 of one round's timings, so a reader sees how steady the machine was. ``benchmarks/profile_train_step.py``
 profiles one training step.
+
+``--only imported`` (not in the default set) times the path of a user of published weights: torchvision's
+state dict saved as a ``.pth`` file, turned into a run folder by ``fcos-lab import-weights``, loaded back as
+every surface loads a checkpoint, and run end to end at batch 1 against torchvision's own model.
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ import argparse
 import functools
 import platform
 import sys
+import tempfile
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 import torchvision
@@ -48,7 +54,8 @@ from fcos_lab.predict import detect, postprocess_output
 from fcos_lab.targets import pad_ground_truth
 from fcos_lab.train import compute_loss
 
-SECTIONS = ("assignment", "train", "infer", "postprocess", "eval")
+SECTIONS = ("assignment", "train", "infer", "postprocess", "eval", "imported")
+DEFAULT_SECTIONS = SECTIONS[:5]
 
 
 def build_models(device: torch.device, min_size: int = 800, max_size: int = 1333):
@@ -162,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=None,
                         help="timed rounds per row (default 5, 3 with --quick; twice that minus one for the "
                              "cheaper batch-2 training and batch-1 inference rows)")
-    parser.add_argument("--only", default=",".join(SECTIONS),
-                        help=f"comma-separated rows to run, of {', '.join(SECTIONS)} (default: all)")
+    parser.add_argument("--only", default=",".join(DEFAULT_SECTIONS),
+                        help=f"comma-separated rows to run, of {', '.join(SECTIONS)} (default: all but imported)")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--nchw", action="store_true",
                         help="fcos_lab in NCHW (train.channels_last=false) instead of its NHWC default")
@@ -293,13 +300,40 @@ def main(argv: list[str] | None = None) -> int:
     if "eval" in only:
         rows.append(evaluation_row(checks, reps))
 
+    # 6. A user of published weights: torchvision's state dict as a .pth file, `fcos-lab import-weights`, the
+    #    run folder loaded as every surface loads it (fcos_lab.runs.load_detector), batch 1 end to end.
+    if "imported" in only:
+        with tempfile.TemporaryDirectory() as folder:
+            imported = load_imported(tv, Path(folder), args.device, config)
+        if args.nchw:
+            imported.model = imported.model.to(memory_format=torch.contiguous_format)
+            imported.model.channels_last = False
+        images = images_of(1, 6)
+        fp32 = resolve_precision("off", device)
+
+        @torch.no_grad()
+        def tv_imported(precision: Precision, images=images):
+            with precision.autocast():
+                return tv(images)
+
+        same = same_detections(tv_imported(fp32)[0],
+                               detect(imported.model, imported.fp32_config, images)[0])
+        checks.append(f"imported weights, batch 1 in fp32: detections identical to torchvision: {same}")
+        functions = {"tv_fp32": functools.partial(tv_imported, fp32),
+                     "ours": functools.partial(detect, imported.model, imported.config, images)}
+        if infer_precision.enabled:
+            functions["tv_amp"] = functools.partial(tv_imported, infer_precision)
+        times = timed_round_robin(functions, device, warmup, cheap_reps)
+        rows += model_rows("infer_b1", "imported weights (.pth -> import-weights -> run folder), inference batch 1",
+                           times, infer_precision)
+
     flags = [flag for flag, on in (("quick", args.quick), ("nchw", args.nchw),
                                    ("torchvision-channels-last", args.torchvision_channels_last)) if on]
     if args.size:
         flags.append(f"size {size[0]}x{size[1]}")
     if args.reps:
         flags.append(f"reps {reps}")
-    if len(only) < len(SECTIONS):
+    if set(only) != set(DEFAULT_SECTIONS):
         flags.append(f"only {','.join(only)}")
     variant = " ".join([args.device, train_precision.name, *flags])
     command = " ".join(["python -m benchmarks.bench_vs_torchvision", f"--device {args.device}",
@@ -333,6 +367,34 @@ def main(argv: list[str] | None = None) -> int:
         write_section(section, variant)
         write_json_section(variant, {**machine, "rows": [r.record() for r in rows]})
     return 0
+
+
+@dataclass
+class Imported:
+    """The model of an imported run folder, with its config at the benchmark's precision and in fp32."""
+
+    model: nn.Module
+    config: object
+    fp32_config: object
+
+
+def load_imported(tv: nn.Module, folder: Path, device: str, config) -> Imported:
+    """Save ``tv``'s state dict as torchvision publishes weights, import it, and load the run folder.
+
+    The loading is :func:`fcos_lab.runs.load_detector`, the one every surface uses; the resize of ``config``
+    (torchvision's, possibly ``--quick`` or ``--size``) and its inference precision are passed as overrides.
+    """
+    from fcos_lab.interop.import_weights import import_weights
+    from fcos_lab.runs import load_detector
+
+    weights = folder / "fcos_resnet50_fpn.pth"
+    torch.save({k: v.cpu() for k, v in tv.state_dict().items()}, weights)
+    run_dir = import_weights(weights, folder / "run")
+    overrides = [f"input.min_size={config.input.min_size}", f"input.max_size={config.input.max_size}",
+                 f"model.inference_amp={config.model.inference_amp}"]
+    loaded = load_detector(run_dir, overrides=overrides, device=device)
+    fp32_config = replace(loaded.config, model=replace(loaded.config.model, inference_amp="off"))
+    return Imported(loaded.model, loaded.config, fp32_config)
 
 
 def evaluation_row(checks: list[str], reps: int) -> Row:

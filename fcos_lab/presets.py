@@ -111,17 +111,18 @@ _FCOS_DEMO = _derive(
     input={"min_size": DEMO_IMAGE_SIZE, "max_size": DEMO_IMAGE_SIZE * 3 // 2,
            "train_min_size": tuple(round(s * DEMO_IMAGE_SIZE / paper.MIN_SIZE) for s in paper.MULTI_SCALE_MIN_SIZES)},
     train={
-        # Deviation from paper: 600 iterations of 8 images (12 epochs of the 400 training images), learning
-        # rate steps at 2/3 and 8/9 as the paper's 60K / 80K of 90K.
-        "max_iters": 600,
+        # Deviation from paper: 720 iterations of 8 images (about 14 epochs of the 400 training images),
+        # learning rate steps at 2/3 and 8/9 as the paper's 60K / 80K of 90K. Measured (README, "The demo"):
+        # 600 iterations reached AP50 0.752 / APl 0.468 in 220 s, 720 reached 0.783 / 0.553 in 263 s.
+        "max_iters": 720,
         "batch_size": 8,
         # Deviation from paper: no ImageNet weights here, so a higher lr than 0.005 at batch 8.
         "base_lr": 0.02,
         "warmup_iters": 100,
         "checkpoint_every": 300,
         "log_every": 10,
-        # Not in the paper: COCO AP on the validation split every 150 iterations (4 points on the curve).
-        "eval_every": 150,
+        # Not in the paper: COCO AP on the validation split every 180 iterations (4 points on the curve).
+        "eval_every": 180,
         "num_workers": 1,
     },
     data={"synthetic_image_size": DEMO_IMAGE_SIZE},

@@ -16,7 +16,7 @@ from widgets import kept
 
 from fcos_lab.analysis.image_assignment import objective_variant, ranges_from_boundaries
 from fcos_lab.analysis.recall_ambiguity import recall_and_ambiguity
-from fcos_lab.paper import CENTER_SAMPLING_RADIUS
+from fcos_lab.paper import CENTER_SAMPLING_RADIUS, STATISTICS_VALUES
 from fcos_lab.predict import with_input_size
 from fcos_lab.presets import get_preset
 from fcos_lab.viz.dataset_statistics import box_size_histogram_figure
@@ -85,8 +85,11 @@ columns[1].metric("Ambiguous samples", fcos_app.percent(stats["ambiguous"]),
                   help=f"{stats['ambiguous_locations']} of {stats['positive_locations']} positive locations")
 columns[2].metric("Ambiguous, different classes", fcos_app.percent(stats["ambiguous_diff_class"]))
 columns[3].metric("Boxes / images", f"{stats['num_boxes']} / {stats['num_images']}")
-st.caption("Paper, COCO minival at 800 px: BPR 98.40 % with FPN, 95.55 % P4 only; ambiguous samples 7.14 % "
-           "with FPN, 23.16 % P4 only (3.75 % and 17.84 % across classes).")
+paper_values = STATISTICS_VALUES
+st.caption(f"Paper, COCO minival at 800 px: BPR {paper_values['fcos_bpr_fpn']:.2f} % with FPN, "
+           f"{paper_values['fcos_bpr_p4']:.2f} % P4 only; ambiguous samples {paper_values['ambiguous_fpn']:.2f} % with "
+           f"FPN, {paper_values['ambiguous_p4']:.2f} % P4 only ({paper_values['ambiguous_diff_class_fpn']:.2f} % and "
+           f"{paper_values['ambiguous_diff_class_p4']:.2f} % across classes).")
 st.plotly_chart(box_size_histogram_figure(data.widths, data.heights, objective), key="size_histogram")
 with st.expander("Per level: boxes, positive and ambiguous locations"):  # collapsed: lighter page switches
     st.dataframe(stats["per_level"], hide_index=True)

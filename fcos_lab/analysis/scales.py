@@ -58,10 +58,10 @@ COCO_FILES = {
 WORKSHOP_PRESET = DEMO_PRESET
 WORKSHOP_SEEDS = 3
 # The time budget caps the schedule (the preset's own when shorter): six trainings (Table 3's pair, three
-# seeds each) at ~0.42 s per iteration (the demo's 2.4 it/s on an idle machine: batch 8, 128 px,
-# resnet18) take ~34 min at 800 iterations, leaving ~25 min to the statistics of Tables 1-2, about 25
-# evaluations and the kernels. Measured on the demo's data: the model of Table 4 reaches AP 3.9 after 400
-# iterations and 24.5 after 1200 (one seed), so fewer would leave nothing to compare.
+# seeds each) at ~0.36 s per iteration (the demo's 2.8 it/s in bf16 on an idle 2-core machine: batch 8,
+# 256 px, resnet18; its 720 iterations took 263 s with evaluation) take ~26 min, leaving the rest of the
+# hour to the statistics of Tables 1-2, about 25 evaluations and the kernels. The demo's recipe reached
+# AP50 0.30 after 180 iterations and 0.78 after 720, so fewer would leave little to compare.
 WORKSHOP_MAX_ITERS = 800
 # The one trained FCOS at workshop scale: Table 4's test-time variants, Table 2's detection share and
 # Figures 7-8 use these trainings (Table 3's, reused through the shared trainings folder) instead of
@@ -312,10 +312,9 @@ def scale_settings(scale: str, data_root: str | Path | None = None, *, dataset: 
         selection = dict(seeds=WORKSHOP_SEEDS, trained_rows=WORKSHOP_ROWS, test_time_model=WORKSHOP_MODEL)
         if dataset == SYNTHETIC:
             base = resolve(WORKSHOP_PRESET)
-            # One intra-op thread, as at smoke: the data loader's worker takes the other core, and a small model at
-            # 128 px gains little from a second one (one thread, busy machine: 2.2-2.5 it/s; the demo with two on
-            # an idle one: 2.4 it/s), while two collapse when another process takes a core (0.5-5 s/it here).
-            return ScaleSettings(**common, **selection, base_preset=WORKSHOP_PRESET, threads=1,
+            # The demo's threads: as many as the thread governor (fcos_lab.threads) finds free, which keeps a
+            # run from collapsing when another process takes a core, as one fixed thread per run once had to.
+            return ScaleSettings(**common, **selection, base_preset=WORKSHOP_PRESET, threads=None,
                                  max_iters=min(base.train.max_iters, WORKSHOP_MAX_ITERS),
                                  synthetic_num_train=base.data.synthetic_num_train,
                                  synthetic_num_val=base.data.synthetic_num_val,

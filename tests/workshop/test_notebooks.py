@@ -152,7 +152,8 @@ def test_an_exported_html_page_draws_the_views_first_state(workshop_folder, tmp_
     from nbconvert import HTMLExporter
     from playwright.sync_api import sync_playwright
 
-    from tests.app.test_browser import CHROMIUM_ARGS, chromium_executable
+    from tests.app.browser import CHROMIUM_ARGS
+    from tests.app.conftest import chromium_executable
 
     executable = chromium_executable()  # skips (or fails under CI=true) without the browser
     name = "02-assignment"

@@ -128,6 +128,13 @@ def training_steps(tv: nn.Module, ours: nn.Module, config, images: list[torch.Te
     return steps
 
 
+@torch.no_grad()
+def torchvision_inference(tv: nn.Module, images: list[torch.Tensor], precision: Precision) -> list[dict]:
+    """torchvision's model end to end on ``images`` under ``precision``'s autocast."""
+    with precision.autocast():
+        return tv(images)
+
+
 def fcos_lab_step(model: nn.Module, config, images: list[torch.Tensor], targets: list[dict], precision: Precision,
                   optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     """One training step of fcos_lab on raw images ``[3, H, W]`` and targets (``boxes`` ``[M, 4]`` xyxy in the
@@ -259,12 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         fp32 = resolve_precision("off", device)
         for batch_size in (1, 8):
             images = images_of(batch_size, 4)
-
-            @torch.no_grad()
-            def tv_infer(precision: Precision, images=images):
-                with precision.autocast():
-                    return tv(images)
-
+            tv_infer = functools.partial(torchvision_inference, tv, images)
             expected, got = tv_infer(fp32), detect(ours, fp32_config, images)
             same = all(same_detections(e, d) for e, d in zip(expected, got))
             checks.append(f"inference batch {batch_size} in fp32: detections identical to torchvision: {same} "
@@ -310,12 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             imported.model.channels_last = False
         images = images_of(1, 6)
         fp32 = resolve_precision("off", device)
-
-        @torch.no_grad()
-        def tv_imported(precision: Precision, images=images):
-            with precision.autocast():
-                return tv(images)
-
+        tv_imported = functools.partial(torchvision_inference, tv, images)
         same = same_detections(tv_imported(fp32)[0],
                                detect(imported.model, imported.fp32_config, images)[0])
         checks.append(f"imported weights, batch 1 in fp32: detections identical to torchvision: {same}")

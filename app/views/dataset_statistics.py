@@ -85,11 +85,10 @@ columns[1].metric("Ambiguous samples", fcos_app.percent(stats["ambiguous"]),
                   help=f"{stats['ambiguous_locations']} of {stats['positive_locations']} positive locations")
 columns[2].metric("Ambiguous, different classes", fcos_app.percent(stats["ambiguous_diff_class"]))
 columns[3].metric("Boxes / images", f"{stats['num_boxes']} / {stats['num_images']}")
-paper_values = STATISTICS_VALUES
-st.caption(f"Paper, COCO minival at 800 px: BPR {paper_values['fcos_bpr_fpn']:.2f} % with FPN, "
-           f"{paper_values['fcos_bpr_p4']:.2f} % P4 only; ambiguous samples {paper_values['ambiguous_fpn']:.2f} % with "
-           f"FPN, {paper_values['ambiguous_p4']:.2f} % P4 only ({paper_values['ambiguous_diff_class_fpn']:.2f} % and "
-           f"{paper_values['ambiguous_diff_class_p4']:.2f} % across classes).")
+st.caption(f"Paper, COCO minival at 800 px: BPR {STATISTICS_VALUES['fcos_bpr_fpn']:.2f} % with FPN, "
+           f"{STATISTICS_VALUES['fcos_bpr_p4']:.2f} % P4 only; ambiguous samples {STATISTICS_VALUES['ambiguous_fpn']:.2f} % with "
+           f"FPN, {STATISTICS_VALUES['ambiguous_p4']:.2f} % P4 only ({STATISTICS_VALUES['ambiguous_diff_class_fpn']:.2f} % and "
+           f"{STATISTICS_VALUES['ambiguous_diff_class_p4']:.2f} % across classes).")
 st.plotly_chart(box_size_histogram_figure(data.widths, data.heights, objective), key="size_histogram")
 with st.expander("Per level: boxes, positive and ambiguous locations"):  # collapsed: lighter page switches
     st.dataframe(stats["per_level"], hide_index=True)
